@@ -1,0 +1,5 @@
+//! The tool server: OpenSpec tools behind MCP (Streamable HTTP and the 2024-11-05
+//! HTTP+SSE transport) and the user's existing Task MCP API.
+
+pub mod openspec;
+pub mod tools;

@@ -1,0 +1,56 @@
+//! File reads with context, and atomic writes (temp file in the same folder, fsync, rename,
+//! fsync the folder) so a reader on any replica sees the old file or the new one, never half.
+
+use super::{Error, Result};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub fn read_string(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))
+}
+
+/// `Ok(None)` when the file does not exist.
+pub fn read_optional(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("cannot read", path, e)),
+    }
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::invalid_input(format!("{}: no parent folder", path.display())))?;
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let temp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| Error::io("cannot create", &temp, e))?;
+        file.write_all(contents).map_err(|e| Error::io("cannot write", &temp, e))?;
+        file.sync_all().map_err(|e| Error::io("cannot fsync", &temp, e))?;
+        std::fs::rename(&temp, path).map_err(|e| Error::io("cannot rename onto", path, e))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Makes a rename or create in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("cannot fsync folder", dir, e))
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks, idempotently: build tools for Pingora
+# (cmake for zlib-ng), the CLI clients the tests use, and the Python venv with
+# the official MCP SDK. Pass "bench" to also install nginx, wrk and h2load.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for pair in cmake:cmake curl:curl openssl:openssl pkg-config:pkg-config; do
+  cmd=${pair%%:*}; pkg=${pair##*:}
+  command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+# Pingora's openssl feature links against the system libssl.
+[ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+if [ "${1:-}" = bench ] || [ "${1:-}" = test ]; then
+  command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
+  command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+  command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
+fi
+if [ "${1:-}" = test ]; then
+  command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ "${1:-}" != run ]; then
+  if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c 'import mcp, httpx, h2' 2>/dev/null; then
+    echo "setup: creating .venv with the MCP Python SDK"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -r tests/python/requirements.txt
+  fi
+fi
