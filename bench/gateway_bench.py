@@ -1,0 +1,400 @@
+#!/usr/bin/env python3
+"""Gateway vs nginx vs direct, measured side by side in one run.
+
+Starts two backend replicas, the gateway, and nginx (Debian's package) with
+the equivalent configuration (least_conn over the same replicas, upstream
+keep-alive, the same security headers, access log on), then drives each with
+  * wrk over HTTP/1.1 keep-alive (plain HTTP, the same on all three), and
+  * h2load over HTTPS with HTTP/2 (gateway and nginx; TLS terminated there),
+sending MCP `tools/call change.open` requests. Prints requests/s, p50/p99,
+CPU seconds per 10k requests of the proxy process(es), and the ratios
+gateway/nginx and gateway/direct.
+
+Everything listens on 127.0.0.1 free ports and is stopped by pid at the end.
+Usage: bench/gateway.sh [--duration S] [--connections N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release"
+TOKEN = "bench-token"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 20.0, ok=(200,)) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            import ssl
+            ctx = ssl._create_unverified_context()
+            with urllib.request.urlopen(url, timeout=1, context=ctx) as r:
+                if r.status in ok:
+                    return
+                last = r.status
+        except Exception as e:  # noqa: BLE001 - polling until ready
+            last = e
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready: {last}")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime+stime of the processes (all their threads), in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / CLK_TCK
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+class Stack:
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen] = []
+
+    def spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "wb")
+        full_env = {"PATH": os.environ["PATH"]}
+        full_env.update(env or {})
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env,
+                             stdin=subprocess.DEVNULL)
+        self.procs.append(p)
+        return p
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(self.procs):
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def make_cert(d: Path) -> tuple[Path, Path]:
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "X-XSS-Protection": "1; mode=block",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+}
+
+
+def gateway_config(http_port, https_port, admin_port, backends, cert, key, access_log) -> str:
+    servers = ", ".join(f'{{ address = "127.0.0.1:{p}", weight = 1 }}' for p in backends)
+    return f"""
+[server]
+threads = 2
+grace_period = "5s"
+access_log = "{access_log}"
+error_log_level = "warn"
+
+[listeners.http]
+address = "127.0.0.1:{http_port}"
+redirect_https = false
+
+[listeners.https]
+address = "127.0.0.1:{https_port}"
+cert = "{cert}"
+key = "{key}"
+http2 = true
+
+[listeners.admin]
+address = "127.0.0.1:{admin_port}"
+
+[pools.backend]
+balance = "least_conn"
+servers = [ {servers} ]
+keepalive = 64
+
+[[routes]]
+name = "all"
+path = "/"
+pool = "backend"
+stream = true
+read_timeout = "60s"
+max_body_size = "1m"
+"""
+
+
+def nginx_config(prefix: Path, http_port, https_port, backends, cert, key) -> str:
+    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=3 fail_timeout=30s;" for p in backends)
+    headers = "\n".join(f'        add_header {k} "{v}" always;' for k, v in SECURITY_HEADERS.items())
+    return f"""
+worker_processes 2;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+user root;
+events {{ worker_connections 4096; }}
+http {{
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    log_format main '$remote_addr - $remote_user [$time_local] "$request" '
+                    '$status $body_bytes_sent "$http_referer" "$http_user_agent" '
+                    '"$http_x_forwarded_for" rt=$request_time uct="$upstream_connect_time" '
+                    'uht="$upstream_header_time" urt="$upstream_response_time"';
+    access_log {prefix}/access.log main;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_timeout 10m;
+    upstream backend {{
+        least_conn;
+{servers}
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{http_port};
+        listen 127.0.0.1:{https_port} ssl http2;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+{headers}
+        add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;
+        client_max_body_size 1m;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_buffering off;
+            proxy_read_timeout 60s;
+        }}
+    }}
+}}
+"""
+
+
+def first_change_slug(base: str) -> str:
+    body = json.dumps({"tool": "change.list", "args": {}}).encode()
+    req = urllib.request.Request(f"{base}/tools/execute", data=body, method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        doc = json.loads(r.read())
+    # Find the first object with a "slug" anywhere in the answer.
+    stack = [doc]
+    while stack:
+        cur = stack.pop(0)
+        if isinstance(cur, dict):
+            if isinstance(cur.get("slug"), str):
+                return cur["slug"]
+            stack.extend(cur.values())
+        elif isinstance(cur, list):
+            stack.extend(cur)
+    raise RuntimeError(f"no change slug in change.list answer: {doc}")
+
+
+def parse_wrk(out: str) -> dict:
+    res = {}
+    for line in out.splitlines():
+        s = line.split()
+        if line.startswith("Requests/sec:"):
+            res["rps"] = float(s[1])
+        elif len(s) == 2 and s[0] in ("50%", "99%"):
+            res["p" + s[0].rstrip("%")] = to_ms(s[1])
+        elif "requests in" in line:
+            res["requests"] = int(s[0])
+        elif line.strip().startswith("Non-2xx"):
+            res["non2xx"] = int(s[-1])
+        elif line.strip().startswith("Socket errors"):
+            res["socket_errors"] = line.strip()
+    return res
+
+
+def to_ms(v: str) -> float:
+    for unit, mul in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if v.endswith(unit):
+            return float(v[: -len(unit)]) * mul
+    return float(v)
+
+
+def run_wrk(url: str, lua: Path, duration: int, conns: int) -> dict:
+    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s",
+                          "-s", str(lua), url], capture_output=True, text=True,
+                         timeout=duration + 30).stdout
+    r = parse_wrk(out)
+    if "rps" not in r:
+        raise RuntimeError(f"wrk output not understood:\n{out}")
+    return r
+
+
+def run_h2load(url: str, body: Path, duration: int, clients: int, streams: int, log: Path) -> dict:
+    argv = ["h2load", "-D", str(duration), "-c", str(clients), "-m", str(streams), "-t", "1",
+            "-d", str(body), "--log-file", str(log),
+            "-H", "Content-Type: application/json",
+            "-H", "Accept: application/json, text/event-stream",
+            "-H", f"Authorization: Bearer {TOKEN}", url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30).stdout
+    times, ok = [], 0
+    for line in log.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3:
+            times.append(int(parts[2]) / 1000.0)  # us -> ms
+            ok += parts[1].startswith("2")
+    if not times:
+        raise RuntimeError(f"h2load measured nothing:\n{out}")
+    times.sort()
+    rps = None
+    for line in out.splitlines():
+        if line.startswith("finished in"):
+            rps = float(line.split(",")[1].split()[0])
+    return {"rps": rps or len(times) / duration, "requests": len(times),
+            "p50": times[len(times) // 2], "p99": times[min(len(times) - 1, int(len(times) * 0.99))],
+            "non2xx": len(times) - ok}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--quick", action="store_true", help="2 s runs: a smoke run for CI")
+    args = ap.parse_args()
+    dur = 2 if args.quick else args.duration
+    for tool in ("wrk", "h2load", "nginx", "openssl"):
+        if not shutil.which(tool):
+            print(f"bench: {tool} is missing (bash scripts/setup.sh bench installs it)")
+            return 2
+
+    tmp = Path(tempfile.mkdtemp(prefix="gwbench-"))
+    stack = Stack(tmp)
+    try:
+        ws = tmp / "workspace"
+        shutil.copytree(REPO / "examples" / "workspace", ws, symlinks=True)
+        cert, key = make_cert(tmp)
+        backends = [free_port(), free_port()]
+        for p in backends:
+            stack.spawn(f"backend-{p}", [str(BIN / "backend")], env={
+                "PORT": str(p), "HOST": "127.0.0.1", "WORKING_DIRECTORY": str(ws),
+                "AUTH_TOKENS": TOKEN, "RATE_LIMIT": "0", "LOG_LEVEL": "warn"})
+        for p in backends:
+            wait_http(f"http://127.0.0.1:{p}/healthz")
+
+        gw_http, gw_https, gw_admin = free_port(), free_port(), free_port()
+        gw_conf = tmp / "gateway.toml"
+        gw_conf.write_text(gateway_config(gw_http, gw_https, gw_admin, backends, cert, key,
+                                          tmp / "gateway-access.log"))
+        gw = stack.spawn("gateway", [str(BIN / "gateway"), "-c", str(gw_conf)])
+        wait_http(f"http://127.0.0.1:{gw_admin}/readyz")
+
+        ng_http, ng_https = free_port(), free_port()
+        ng_prefix = tmp / "nginx"
+        ng_prefix.mkdir()
+        ng_conf = ng_prefix / "nginx.conf"
+        ng_conf.write_text(nginx_config(ng_prefix, ng_http, ng_https, backends, cert, key))
+        ng = stack.spawn("nginx", ["nginx", "-p", str(ng_prefix), "-c", str(ng_conf),
+                                   "-g", "daemon off;"])
+        wait_http(f"http://127.0.0.1:{ng_http}/healthz")
+
+        slug = first_change_slug(f"http://127.0.0.1:{backends[0]}")
+        rpc = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": "change.open", "arguments": {"slug": slug}}}
+        body = tmp / "body.json"
+        body.write_text(json.dumps(rpc))
+        lua = tmp / "post.lua"
+        lua.write_text(
+            'wrk.method = "POST"\n'
+            f"wrk.body = {json.dumps(json.dumps(rpc))}\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            'wrk.headers["Accept"] = "application/json, text/event-stream"\n'
+            f'wrk.headers["Authorization"] = "Bearer {TOKEN}"\n')
+
+        targets = {
+            "direct": (f"http://127.0.0.1:{backends[0]}/mcp", None),
+            "nginx": (f"http://127.0.0.1:{ng_http}/mcp", f"https://127.0.0.1:{ng_https}/mcp"),
+            "gateway": (f"http://127.0.0.1:{gw_http}/mcp", f"https://127.0.0.1:{gw_https}/mcp"),
+        }
+        proxy_pids = {"direct": [], "nginx": [ng.pid] + children(ng.pid), "gateway": [gw.pid]}
+        backend_pids = [p.pid for p in stack.procs[:2]]
+
+        # Warm every path (connections, TLS session caches, page cache).
+        for name, (h1, _) in targets.items():
+            run_wrk(h1, lua, 1, 8)
+
+        results: dict[tuple[str, str], dict] = {}
+        for proto in ("h1", "h2"):
+            for name, (h1, h2) in targets.items():
+                url = h1 if proto == "h1" else h2
+                if url is None:
+                    continue
+                c0, b0 = cpu_seconds(proxy_pids[name]), cpu_seconds(backend_pids)
+                if proto == "h1":
+                    r = run_wrk(url, lua, dur, args.connections)
+                else:
+                    r = run_h2load(url, body, dur, 8, 8, tmp / f"h2-{name}.log")
+                c1, b1 = cpu_seconds(proxy_pids[name]), cpu_seconds(backend_pids)
+                n = max(r["requests"], 1)
+                r["proxy_cpu_per_10k"] = (c1 - c0) * 10_000 / n
+                r["backend_cpu_per_10k"] = (b1 - b0) * 10_000 / n
+                results[(proto, name)] = r
+
+        print(f"\nMCP tools/call change.open, {dur} s per run, 2 backend replicas, 2 cores shared "
+              f"with the load generator; wrk -c{args.connections} (HTTP/1.1 keep-alive, plain), "
+              "h2load -c8 -m8 (HTTPS, HTTP/2)\n")
+        print(f"{'protocol':<9}{'target':<9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+              f"{'non-2xx':>9}{'proxy CPU s/10k':>17}{'backend CPU s/10k':>19}")
+        for (proto, name), r in results.items():
+            print(f"{proto:<9}{name:<9}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
+                  f"{r.get('non2xx', 0):>9}{r['proxy_cpu_per_10k']:>17.3f}{r['backend_cpu_per_10k']:>19.3f}")
+        print()
+        for proto in ("h1", "h2"):
+            g, n, d = (results.get((proto, k)) for k in ("gateway", "nginx", "direct"))
+            if g and n:
+                print(f"{proto}: gateway/nginx  req/s x{g['rps'] / n['rps']:.2f}   "
+                      f"p99 x{g['p99'] / n['p99']:.2f}   proxy CPU x{g['proxy_cpu_per_10k'] / max(n['proxy_cpu_per_10k'], 1e-9):.2f}")
+            if g and d:
+                print(f"{proto}: gateway/direct req/s x{g['rps'] / d['rps']:.2f}   p99 x{g['p99'] / d['p99']:.2f}")
+        bad = sum(r.get("non2xx", 0) for r in results.values())
+        if bad:
+            print(f"\nWARNING: {bad} non-2xx responses; see logs in {tmp}")
+            return 1
+        return 0
+    finally:
+        stack.stop()
+        if os.environ.get("BENCH_KEEP") is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
