@@ -1,0 +1,133 @@
+"""Prometheus (Debian's package) scrapes both tiers and loads our alert rules.
+
+Starts two backend replicas, the gateway in front of them, and a real
+Prometheus with the shipped alert rules and a scrape config pointing at the
+gateway's admin port and each replica, then asks Prometheus's HTTP API what it
+sees.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, Proc, bin_path, free_port, http_status
+
+pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
+                                reason="prometheus not installed (scripts/setup.sh test installs it)")
+
+
+def prom_query(base: str, expr: str) -> list[dict]:
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=5) as r:
+        doc = json.loads(r.read())
+    assert doc["status"] == "success", doc
+    return doc["data"]["result"]
+
+
+def test_promtool_accepts_shipped_config_and_rules():
+    out = subprocess.run(["promtool", "check", "config", "prometheus.yml"], cwd=REPO / "conf",
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = subprocess.run(["promtool", "check", "rules", "alert_rules.yml"], cwd=REPO / "conf",
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_prometheus_scrapes_gateway_and_every_backend(procs, start_backend, tmp_path: Path):
+    backends = [start_backend(), start_backend()]
+    http_port, admin_port = free_port(), free_port()
+    servers = ", ".join(f'{{ address = "127.0.0.1:{b.port}" }}' for b in backends)
+    conf = tmp_path / "gateway.toml"
+    conf.write_text(f"""
+[server]
+threads = 1
+grace_period = "1s"
+[listeners.http]
+address = "127.0.0.1:{http_port}"
+redirect_https = false
+[listeners.admin]
+address = "127.0.0.1:{admin_port}"
+[pools.backend]
+balance = "least_conn"
+servers = [ {servers} ]
+[[routes]]
+name = "all"
+path = "/"
+pool = "backend"
+""")
+    gw = Proc("gateway", [str(bin_path("gateway")), "-c", str(conf)])
+    procs.append(gw)
+    deadline = time.monotonic() + 15
+    while http_status(f"http://127.0.0.1:{admin_port}/readyz") != 200:
+        assert gw.running(), gw.log()
+        assert time.monotonic() < deadline, "gateway not ready:\n" + gw.log()
+        time.sleep(0.1)
+    # Some traffic through the gateway so request counters exist.
+    for _ in range(5):
+        assert http_status(f"http://127.0.0.1:{http_port}/healthz") == 200
+
+    prom_port = free_port()
+    prom_dir = tmp_path / "prom"
+    prom_dir.mkdir()
+    shutil.copy(REPO / "conf" / "alert_rules.yml", prom_dir / "alert_rules.yml")
+    targets = ", ".join(f"'127.0.0.1:{b.port}'" for b in backends)
+    (prom_dir / "prometheus.yml").write_text(f"""
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files: [alert_rules.yml]
+scrape_configs:
+  - job_name: gateway
+    static_configs: [{{targets: ['127.0.0.1:{admin_port}']}}]
+  - job_name: backend
+    static_configs: [{{targets: [{targets}]}}]
+""")
+    prom = Proc("prometheus", ["prometheus", f"--config.file={prom_dir / 'prometheus.yml'}",
+                               f"--storage.tsdb.path={prom_dir / 'data'}",
+                               f"--web.listen-address=127.0.0.1:{prom_port}"])
+    procs.append(prom)
+    base = f"http://127.0.0.1:{prom_port}"
+
+    # Wait (bounded) until every target has been scraped successfully.
+    deadline = time.monotonic() + 30
+    up: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        assert prom.running(), prom.log()
+        try:
+            up = {r["metric"]["instance"]: float(r["value"][1]) for r in prom_query(base, "up")}
+        except OSError:
+            up = {}
+        if len(up) == 3 and all(v == 1.0 for v in up.values()):
+            break
+        time.sleep(0.5)
+    assert up == {f"127.0.0.1:{admin_port}": 1.0,
+                  **{f"127.0.0.1:{b.port}": 1.0 for b in backends}}, up
+
+    # The series the alert rules and dashboards are written against exist.
+    for expr in ('gateway_requests_total', 'gateway_backend_up', 'http_server_requests_total',
+                 'process_resident_memory_bytes{job="backend"}'):
+        assert prom_query(base, expr), f"Prometheus has no series for {expr}"
+    ups = prom_query(base, "gateway_backend_up")
+    assert len(ups) == 2 and all(float(r["value"][1]) == 1.0 for r in ups), ups
+
+    # Our alert rules loaded and evaluate without errors.
+    with urllib.request.urlopen(f"{base}/api/v1/rules", timeout=5) as r:
+        rules = json.loads(r.read())["data"]["groups"]
+    names = {rule["name"]: rule for g in rules for rule in g["rules"]}
+    assert "GatewayBackendDown" in names and "ToolErrorRate" in names, names.keys()
+    deadline = time.monotonic() + 10
+    while any(rule.get("health") == "unknown" for rule in names.values()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        with urllib.request.urlopen(f"{base}/api/v1/rules", timeout=5) as r:
+            rules = json.loads(r.read())["data"]["groups"]
+        names = {rule["name"]: rule for g in rules for rule in g["rules"]}
+    bad = {n: r.get("lastError") for n, r in names.items() if r.get("health") != "ok"}
+    assert not bad, bad
