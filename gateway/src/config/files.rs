@@ -1,0 +1,115 @@
+//! Checks that need more than the text: files the config names (certificate, key, CA bundle,
+//! access-log directory) and the cipher list, which only OpenSSL can judge. Like `nginx -t`,
+//! the certificate and key are parsed and matched, not just opened.
+
+use std::path::Path;
+
+use pingora::tls::pkey::PKey;
+use pingora::tls::ssl::{SslContextBuilder, SslMethod};
+use pingora::tls::x509::X509;
+
+use super::reader::Errors;
+
+fn read(errs: &mut Errors, key: &str, path: &Path) -> Option<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| {
+            errs.add(
+                key,
+                format!("cannot read {:?}: {e}", path.display().to_string()),
+            )
+        })
+        .ok()
+}
+
+/// OpenSSL's error stack as one line.
+fn ssl_reason(e: &pingora::tls::error::ErrorStack) -> String {
+    let reasons: Vec<String> = e
+        .errors()
+        .iter()
+        .map(|x| x.reason().unwrap_or("unknown error").to_string())
+        .collect();
+    if reasons.is_empty() {
+        "invalid".to_string()
+    } else {
+        reasons.join("; ")
+    }
+}
+
+/// The cipher list must name at least one cipher OpenSSL knows (OpenSSL, like nginx, quietly
+/// skips unknown names when others are valid).
+pub fn check_ciphers(errs: &mut Errors, key: &str, ciphers: &str) {
+    let result =
+        SslContextBuilder::new(SslMethod::tls()).and_then(|mut b| b.set_cipher_list(ciphers));
+    if let Err(e) = result {
+        errs.add(
+            key,
+            format!("OpenSSL accepts none of these ciphers ({})", ssl_reason(&e)),
+        );
+    }
+}
+
+/// The certificate chain and key must parse, and the key must belong to the first certificate.
+pub fn check_cert_key(errs: &mut Errors, cert_key: &str, cert: &Path, key_key: &str, key: &Path) {
+    let certs = read(errs, cert_key, cert).and_then(|pem| {
+        X509::stack_from_pem(&pem)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .or_else(|| {
+                errs.add(
+                    cert_key,
+                    format!("{:?} holds no PEM certificate", cert.display().to_string()),
+                );
+                None
+            })
+    });
+    let pkey = read(errs, key_key, key).and_then(|pem| {
+        PKey::private_key_from_pem(&pem)
+            .map_err(|e| {
+                errs.add(
+                    key_key,
+                    format!(
+                        "{:?} holds no PEM private key ({})",
+                        key.display().to_string(),
+                        ssl_reason(&e)
+                    ),
+                )
+            })
+            .ok()
+    });
+    if let (Some(certs), Some(pkey)) = (certs, pkey) {
+        let matches = certs[0]
+            .public_key()
+            .map(|pk| pk.public_eq(&pkey))
+            .unwrap_or(false);
+        if !matches {
+            errs.add(
+                key_key,
+                format!("does not match the certificate in {cert_key}"),
+            );
+        }
+    }
+}
+
+/// A CA bundle must hold at least one PEM certificate.
+pub fn check_ca_file(errs: &mut Errors, key: &str, path: &Path) {
+    if let Some(pem) = read(errs, key, path) {
+        if X509::stack_from_pem(&pem).map_or(true, |c| c.is_empty()) {
+            errs.add(
+                key,
+                format!("{:?} holds no PEM certificate", path.display().to_string()),
+            );
+        }
+    }
+}
+
+/// A log file's directory must exist (the file itself is created on start).
+pub fn check_log_dir(errs: &mut Errors, key: &str, path: &Path) {
+    if let Some(dir) = path.parent() {
+        if !dir.is_dir() {
+            errs.add(
+                key,
+                format!("directory {:?} does not exist", dir.display().to_string()),
+            );
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! The validated, resolved configuration the runtime reads. Every value here has been checked:
+//! durations are `Duration`, sizes are bytes, listener addresses are `SocketAddr`, references
+//! between sections (route → pool / split / zone, split → pool) point at something that exists,
+//! and relative paths have been made absolute against the config file's directory.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use super::units::{Cidr, Rate, RatePer};
+
+/// The whole gateway configuration, as returned by [`super::load`] / [`super::parse`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Absolute path of the file this was read from (relative paths inside were resolved
+    /// against its directory).
+    pub file: PathBuf,
+    pub server: Server,
+    pub listeners: Listeners,
+    pub headers: Headers,
+    pub gzip: Gzip,
+    pub real_ip: RealIp,
+    /// Upstream pools by name.
+    pub pools: BTreeMap<String, Pool>,
+    /// Rate-limit zones by name (like `limit_req_zone`).
+    pub zones: BTreeMap<String, Zone>,
+    /// Weighted splits over pools by name (blue-green, canary).
+    pub splits: BTreeMap<String, Split>,
+    /// Routes in file order. Matching: longest `path` prefix among routes whose `host` matches
+    /// (or have none); see [`Config::match_route`].
+    pub routes: Vec<Route>,
+}
+
+/// `[server]`: process-wide settings.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Pingora worker threads per service. Default 2.
+    pub threads: usize,
+    /// SIGTERM drain time for in-flight requests and streams. Default 30s.
+    pub grace_period: Duration,
+    /// Default `/tmp/gateway.pid`.
+    pub pid_file: PathBuf,
+    /// Pingora graceful-upgrade socket. Default `/tmp/gateway_upgrade.sock`.
+    pub upgrade_sock: PathBuf,
+    /// Where JSON access-log lines go. Default stdout.
+    pub access_log: AccessLog,
+    /// Level for the program's own log lines. Default info. (`RUST_LOG`, if set, may still win:
+    /// that is the runtime's choice.)
+    pub error_log_level: log::LevelFilter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Stdout,
+    Off,
+    /// Appended to; absolute.
+    File(PathBuf),
+}
+
+/// `[listeners.*]`. At least one of `http` / `https` is present.
+#[derive(Debug, Clone)]
+pub struct Listeners {
+    pub http: Option<HttpListener>,
+    pub https: Option<HttpsListener>,
+    pub admin: Option<AdminListener>,
+}
+
+/// `[listeners.http]`: plain HTTP, normally redirecting to HTTPS.
+#[derive(Debug, Clone)]
+pub struct HttpListener {
+    pub address: SocketAddr,
+    /// 301 to `https://{host}{:https_port}{path}?{query}`. Default true.
+    pub redirect_https: bool,
+    /// Port written in the redirect's Location; omitted there when 443. Default: the HTTPS
+    /// listener's port if there is one, else 443.
+    pub https_port: u16,
+    /// Path prefixes that are proxied by the routes on plain HTTP instead of redirected
+    /// (ACME challenges, probes). Each starts with `/`. Default `["/.well-known/acme-challenge/"]`.
+    pub redirect_exempt: Vec<String>,
+}
+
+/// `[listeners.https]`: TLS termination.
+#[derive(Debug, Clone)]
+pub struct HttpsListener {
+    pub address: SocketAddr,
+    /// PEM certificate chain, absolute.
+    pub cert: PathBuf,
+    /// PEM private key, absolute.
+    pub key: PathBuf,
+    /// Offer h2 by ALPN beside http/1.1. Default true.
+    pub http2: bool,
+    /// Lowest protocol accepted; the highest is always TLS 1.3. Default 1.2.
+    pub min_tls: TlsVersion,
+    /// OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).
+    /// Default: Mozilla "intermediate" ([`super::defaults::MOZILLA_INTERMEDIATE_CIPHERS`]).
+    pub ciphers: String,
+    /// Session resumption lifetime (tickets and cache). Default 10m (the seed's
+    /// `ssl_session_timeout 10m`).
+    pub session_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// `[listeners.admin]`: /metrics /healthz /readyz /status. Absent = no admin listener.
+#[derive(Debug, Clone)]
+pub struct AdminListener {
+    pub address: SocketAddr,
+}
+
+/// `[headers]`: response headers added to every proxied and gateway-made response.
+#[derive(Debug, Clone)]
+pub struct Headers {
+    /// `Strict-Transport-Security` value, sent on HTTPS responses only. None = disabled (`""`).
+    /// Default `max-age=31536000; includeSubDomains` (the seed's).
+    pub hsts: Option<String>,
+    /// Value that replaces the upstream's `Server` header; None (`""`) removes it.
+    /// Default `gateway` (no version, unlike nginx's default).
+    pub server: Option<String>,
+    /// `[headers.set]`, in file order with names as written. Default: the seed's security headers
+    /// ([`super::defaults::SECURITY_HEADERS`]). Each route carries its merged copy in
+    /// [`Route::response_headers`]; this is the global list for gateway-made responses outside any
+    /// route (404 no route, redirects).
+    pub set: Vec<(String, String)>,
+}
+
+/// `[gzip]`: response compression (never applied to stream routes or stream content types).
+#[derive(Debug, Clone)]
+pub struct Gzip {
+    /// Default true.
+    pub enabled: bool,
+    /// Bytes; responses with a smaller Content-Length are sent as they are. Default 1024.
+    pub min_length: u64,
+    /// 1..=9. Default 6.
+    pub level: u32,
+    /// Lower-case media types without parameters. Default: the seed's `gzip_types`.
+    pub types: Vec<String>,
+    /// Add `Vary: Accept-Encoding` (the seed's `gzip_vary on`). Default true.
+    pub vary: bool,
+}
+
+/// `[real_ip]`: where the client address comes from (issue 4).
+#[derive(Debug, Clone)]
+pub struct RealIp {
+    /// Peers whose `header` is believed. Default empty: the connection's peer is the client.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Default `X-Forwarded-For`.
+    pub header: String,
+}
+
+impl RealIp {
+    /// The client address for a connection from `peer` carrying `header_value` (the configured
+    /// header, all its values joined by `,`), like nginx's `real_ip_recursive on`: when the
+    /// peer is trusted, walk the list from the right, skipping trusted proxies, and take the
+    /// first untrusted address. An untrusted peer, a missing or malformed header gives `peer`:
+    /// a client can never choose its own key by sending the header itself.
+    pub fn client_ip(&self, peer: IpAddr, header_value: Option<&str>) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let Some(value) = header_value else {
+            return peer;
+        };
+        let mut client = peer;
+        for part in value.rsplit(',') {
+            let Ok(ip) = part.trim().parse::<IpAddr>() else {
+                // Garbage in the chain: stop at the last good hop rather than trust what
+                // lies left of it.
+                return client;
+            };
+            client = ip;
+            if !self.is_trusted(ip) {
+                return ip;
+            }
+        }
+        client
+    }
+
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(ip))
+    }
+}
+
+/// `[pools.NAME]`: a set of upstream servers and how to pick one.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: String,
+    /// Default least_conn.
+    pub balance: Balance,
+    /// At least one.
+    pub servers: Vec<UpstreamServer>,
+    /// DNS re-resolution period for servers given by name. Default 5s.
+    pub resolve_interval: Duration,
+    /// Idle upstream connections kept. Default 64.
+    pub keepalive: usize,
+    /// Passive health: this many failures within `fail_timeout` mark a server down for
+    /// `fail_timeout` (nginx's max_fails / fail_timeout). 0 disables. Default 3.
+    pub max_fails: u32,
+    /// Default 30s.
+    pub fail_timeout: Duration,
+    /// Upstream TLS; None = plain HTTP. Default None.
+    pub tls: Option<UpstreamTls>,
+    /// Active health checks; None = passive only.
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    /// Fewest in-flight requests, weighted; ties broken fairly.
+    LeastConn,
+    /// Weighted round robin.
+    RoundRobin,
+    /// Consistent choice by a request key.
+    Hash(HashKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client address (after `[real_ip]`).
+    ClientIp,
+    /// A request header's value (name as written; compare case-insensitively).
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+}
+
+/// One `servers` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamServer {
+    /// As written: `"127.0.0.1:3001"`, `"backend:3000"`.
+    pub address: String,
+    /// Host part: an IP literal or a DNS name (brackets stripped for IPv6).
+    pub host: String,
+    pub port: u16,
+    /// ≥ 1. Default 1. A name resolving to several IPs gives each IP this weight.
+    pub weight: u32,
+    /// Set when `host` is an IP literal: nothing to resolve.
+    pub socket_addr: Option<SocketAddr>,
+}
+
+/// Upstream TLS settings (`tls = true`).
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// Verify the upstream certificate. Default true.
+    pub verify: bool,
+    /// SNI and verification name. None = the server's host (an IP literal sends no SNI).
+    pub sni: Option<String>,
+    /// Extra CA bundle, absolute.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `[pools.NAME.health_check]`.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// GET path, starts with `/`. Default `/healthz`.
+    pub path: String,
+    /// Default 2s.
+    pub interval: Duration,
+    /// Default 1s. A server that accepts the connection but does not answer within this fails
+    /// the check (the stalled-replica case).
+    pub timeout: Duration,
+    /// Consecutive successes to mark up. Default 2.
+    pub rise: u32,
+    /// Consecutive failures to mark down. Default 2.
+    pub fall: u32,
+}
+
+/// `[zones.NAME]`: like `limit_req_zone` (issue 4).
+#[derive(Debug, Clone)]
+pub struct Zone {
+    pub name: String,
+    /// Default client_ip.
+    pub key: LimitKey,
+    pub rate: Rate,
+    /// Memory bound in bytes; the limiter converts it to a key count. Default 10m.
+    pub size: u64,
+    /// Status for rejected requests, 400..=599. Default 429.
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    ClientIp,
+    /// The bearer token of `Authorization: Bearer ...` (requests without one share the empty key).
+    Bearer,
+    Header(String),
+}
+
+/// `[splits.NAME]`: weighted choice among pools (issue 4).
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub name: String,
+    /// (pool, weight) in file order; every pool exists, weights sum > 0.
+    pub pools: Vec<(String, u32)>,
+    /// Default cookie.
+    pub sticky: Sticky,
+    /// Cookie name when sticky = cookie. Default `gw_split`.
+    pub cookie: String,
+    /// Request header that forces a pool by name; None (`""`) disables. Default `X-Gateway-Pool`.
+    pub force_header: Option<String>,
+    pub rollback: Option<Rollback>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    Cookie,
+    Bearer,
+    ClientIp,
+    Header(String),
+    None,
+}
+
+/// `[splits.NAME.rollback]`: drop `pool`'s weight to 0 when its 5xx ratio over `window`
+/// exceeds `max_5xx_ratio` with at least `min_requests` requests.
+#[derive(Debug, Clone)]
+pub struct Rollback {
+    /// One of the split's pools.
+    pub pool: String,
+    /// In (0, 1].
+    pub max_5xx_ratio: f64,
+    /// Default 60s.
+    pub window: Duration,
+    /// Default 50.
+    pub min_requests: u64,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Unique; used as a metrics label. Default: the path.
+    pub name: String,
+    /// Path prefix, starts with `/`. Matches on the raw path, plain string prefix like nginx's
+    /// `location /mcp` (which also matches `/mcpfoo`).
+    pub path: String,
+    /// Exact host (lower case, no port) or None for any.
+    pub host: Option<String>,
+    pub target: RouteTarget,
+    /// SSE / NDJSON: no buffering, no gzip. Default false.
+    pub stream: bool,
+    /// Default 5s.
+    pub connect_timeout: Duration,
+    /// Default 60s, or 86400s when `stream = true`.
+    pub read_timeout: Duration,
+    /// Default 60s.
+    pub write_timeout: Duration,
+    /// Upstream keep-alive idle time. Default 60s.
+    pub idle_timeout: Duration,
+    /// Request body limit in bytes (413 above); 0 = unlimited, like nginx. Default 1m.
+    pub max_body_size: u64,
+    /// Extra attempts on another server after a connect failure only. Default 1.
+    pub retries: u32,
+    pub limit: Option<RouteLimit>,
+    /// Response headers for this route: `[headers.set]` merged with `[routes.headers]`
+    /// (override by case-insensitive name, `""` removes), in order.
+    pub response_headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    Pool(String),
+    Split(String),
+}
+
+/// `limit = { zone, burst, nodelay | delay }` (like `limit_req`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteLimit {
+    /// A zone that exists.
+    pub zone: String,
+    /// Default 0.
+    pub burst: u32,
+    pub delay: LimitDelay,
+}
+
+/// When excess requests within the burst wait. Mirrors nginx: no option = every excess
+/// request is delayed (`AfterExcess(0)`), `delay=N` = the first N excess pass at once,
+/// `nodelay` = none is delayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitDelay {
+    NoDelay,
+    AfterExcess(u32),
+}
+
+impl Config {
+    /// The route for a request: longest path prefix among routes whose host matches
+    /// (`host` lower case, without port); a route with a host beats one without at equal length.
+    pub fn match_route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .filter(|r| path.starts_with(r.path.as_str()))
+            .filter(|r| match (&r.host, host) {
+                (None, _) => true,
+                (Some(h), Some(req)) => h.eq_ignore_ascii_case(req),
+                (Some(_), None) => false,
+            })
+            .max_by_key(|r| (r.path.len(), r.host.is_some()))
+    }
+}
