@@ -1,1 +1,410 @@
-//! archive
+//! `change.archive`: what `openspec archive` does, all or nothing, once across processes.
+//!
+//! 1. take the workspace lock, re-check the change still exists (a racing replica may have
+//!    archived it while we waited: Conflict);
+//! 2. refuse unchecked tasks unless forced;
+//! 3. per capability: validate the delta, apply RENAMED → REMOVED → MODIFIED → ADDED to the
+//!    main spec in memory, validate the rebuilt spec — nothing is written until all pass;
+//! 4. write each spec atomically, keeping the originals in memory;
+//! 5. move the change to `changes/archive/YYYY-MM-DD-<slug>` (UTC). If 4 or 5 fails, every
+//!    spec already written is restored.
+
+use super::delta::{self, DeltaPlan};
+use super::lock::WorkspaceLock;
+use super::spec::{self, RequirementBlock};
+use super::{fsio, tasks, Error, Result, Workspace};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long an archive waits for another mutation to finish before reporting a Conflict.
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub added: usize,
+    pub modified: usize,
+    pub removed: usize,
+    pub renamed: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct CapabilityResult {
+    pub capability: String,
+    /// A new spec file was created for a new capability.
+    pub created: bool,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone)]
+pub struct ArchiveReport {
+    pub slug: String,
+    /// `YYYY-MM-DD-<slug>`
+    pub archived_as: String,
+    pub specs: Vec<CapabilityResult>,
+    pub forced: bool,
+    /// Tasks still unchecked (only non-zero when forced).
+    pub unchecked: usize,
+}
+
+/// A rebuilt spec waiting to be written.
+struct Planned {
+    capability: String,
+    path: PathBuf,
+    original: Option<String>,
+    rebuilt: String,
+    counts: Counts,
+}
+
+/// `progress(step, total, message)` is called as the work advances.
+pub fn archive(
+    ws: &Workspace,
+    slug: &str,
+    force: bool,
+    progress: &dyn Fn(f64, f64, &str),
+) -> Result<ArchiveReport> {
+    ws.change_dir(slug)?; // NotFound/InvalidInput before waiting on any lock
+    let _lock = WorkspaceLock::acquire(&ws.changes_dir(), LOCK_WAIT)?;
+    let dir = ws.change_dir(slug).map_err(|e| match ws.find_archived(slug) {
+        Some(done) => Error::conflict(format!(
+            "change {slug} was archived by another request as changes/archive/{done} while this one waited"
+        )),
+        None => e,
+    })?;
+
+    // Tasks.
+    let task_list = super::fsio::read_optional(&dir.join("tasks.md"))?
+        .map(|t| tasks::parse(&t))
+        .unwrap_or_default();
+    let open: Vec<&str> = task_list
+        .iter()
+        .filter(|t| !t.done)
+        .map(|t| t.id.as_deref().unwrap_or("?"))
+        .collect();
+    if !open.is_empty() && !force {
+        let shown: Vec<&str> = open.iter().take(8).copied().collect();
+        return Err(Error::conflict(format!(
+            "change {slug} has {} of {} tasks unchecked ({}{})",
+            open.len(),
+            task_list.len(),
+            shown.join(", "),
+            if open.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        ))
+        .with_hint("finish them with task.update, or pass force: true to archive anyway"));
+    }
+
+    let archived_as = format!("{}-{slug}", chrono::Utc::now().format("%Y-%m-%d"));
+    let target = ws.archive_dir().join(&archived_as);
+    if std::fs::symlink_metadata(&target).is_ok() {
+        return Err(Error::conflict(format!(
+            "changes/archive/{archived_as} already exists"
+        )));
+    }
+
+    // Plan and validate everything before writing anything.
+    let deltas = ws.read_deltas(&dir)?;
+    let total = deltas.len() as f64 + 2.0;
+    progress(
+        0.0,
+        total,
+        &format!("validating {} spec delta(s) of {slug}", deltas.len()),
+    );
+    let mut planned = Vec::with_capacity(deltas.len());
+    for (capability, _, content) in &deltas {
+        let plan = delta::parse(content);
+        let path = ws.spec_path(capability)?;
+        let original = fsio::read_optional(&path)?;
+        let (rebuilt, counts) = apply(capability, slug, &plan, original.as_deref())?;
+        spec::validate(
+            &format!("specs/{capability}/spec.md after applying {slug}"),
+            &rebuilt,
+        )?;
+        planned.push(Planned {
+            capability: capability.clone(),
+            path,
+            original,
+            rebuilt,
+            counts,
+        });
+    }
+    progress(1.0, total, "validated");
+
+    // Write, then move; undo the writes if anything fails.
+    let mut written: Vec<&Planned> = Vec::with_capacity(planned.len());
+    let mut created_dirs: Vec<PathBuf> = Vec::new();
+    let result = (|| {
+        for (i, p) in planned.iter().enumerate() {
+            if let Some(parent) = p.path.parent() {
+                if !parent.exists() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| Error::io("cannot create", parent, e))?;
+                    created_dirs.push(parent.to_path_buf());
+                }
+            }
+            written.push(p);
+            fsio::atomic_write(&p.path, p.rebuilt.as_bytes())?;
+            let c = &p.counts;
+            progress(
+                2.0 + i as f64 - 1.0 + 1.0,
+                total,
+                &format!(
+                    "applied {}: +{} ~{} -{} →{}",
+                    p.capability, c.added, c.modified, c.removed, c.renamed
+                ),
+            );
+        }
+        let archive_dir = ws.archive_dir();
+        std::fs::create_dir_all(&archive_dir)
+            .map_err(|e| Error::io("cannot create", &archive_dir, e))?;
+        std::fs::rename(&dir, &target)
+            .map_err(|e| Error::io("cannot move the change to", &target, e))?;
+        fsio::sync_dir(&archive_dir)?;
+        fsio::sync_dir(&ws.changes_dir())
+    })();
+    if let Err(e) = result {
+        rollback(&written, &created_dirs);
+        return Err(e);
+    }
+    progress(
+        total,
+        total,
+        &format!("moved to changes/archive/{archived_as}"),
+    );
+    log::info!("archived change {slug} as changes/archive/{archived_as}");
+
+    Ok(ArchiveReport {
+        slug: slug.to_string(),
+        archived_as,
+        specs: planned
+            .into_iter()
+            .map(|p| CapabilityResult {
+                created: p.original.is_none(),
+                capability: p.capability,
+                counts: p.counts,
+            })
+            .collect(),
+        forced: force && !open.is_empty(),
+        unchecked: open.len(),
+    })
+}
+
+fn rollback(written: &[&Planned], created_dirs: &[PathBuf]) {
+    for p in written.iter().rev() {
+        let restored = match &p.original {
+            Some(original) => fsio::atomic_write(&p.path, original.as_bytes()),
+            None => std::fs::remove_file(&p.path).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(Error::io("cannot remove", &p.path, e))
+                }
+            }),
+        };
+        if let Err(e) = restored {
+            log::error!("archive rollback: cannot restore {}: {e}", p.path.display());
+        }
+    }
+    for dir in created_dirs.iter().rev() {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+fn invalid(capability: &str, slug: &str, what: String) -> Error {
+    Error::invalid(format!("{capability}: {what}")).with_hint(format!(
+        "fix changes/{slug}/specs/{capability}/spec.md; nothing was changed"
+    ))
+}
+
+/// Checks one capability's delta and returns the rebuilt main spec.
+pub fn apply(
+    capability: &str,
+    slug: &str,
+    plan: &DeltaPlan,
+    current: Option<&str>,
+) -> Result<(String, Counts)> {
+    let err = |what: String| invalid(capability, slug, what);
+    if plan.is_empty() {
+        return Err(err(
+            "the delta has no ADDED, MODIFIED, REMOVED or RENAMED requirements".into(),
+        ));
+    }
+    check_unique(
+        &plan
+            .added
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect::<Vec<_>>(),
+        "ADDED",
+        &err,
+    )?;
+    check_unique(
+        &plan
+            .modified
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect::<Vec<_>>(),
+        "MODIFIED",
+        &err,
+    )?;
+    check_unique(
+        &plan.removed.iter().map(String::as_str).collect::<Vec<_>>(),
+        "REMOVED",
+        &err,
+    )?;
+    check_unique(
+        &plan
+            .renamed
+            .iter()
+            .map(|r| r.from.as_str())
+            .collect::<Vec<_>>(),
+        "RENAMED FROM",
+        &err,
+    )?;
+    check_unique(
+        &plan
+            .renamed
+            .iter()
+            .map(|r| r.to.as_str())
+            .collect::<Vec<_>>(),
+        "RENAMED TO",
+        &err,
+    )?;
+
+    let added: HashSet<&str> = plan.added.iter().map(|b| b.name.as_str()).collect();
+    let modified: HashSet<&str> = plan.modified.iter().map(|b| b.name.as_str()).collect();
+    let removed: HashSet<&str> = plan.removed.iter().map(String::as_str).collect();
+    for name in &modified {
+        if removed.contains(name) {
+            return Err(err(format!(
+                "requirement \"{name}\" is both MODIFIED and REMOVED"
+            )));
+        }
+        if added.contains(name) {
+            return Err(err(format!(
+                "requirement \"{name}\" is both ADDED and MODIFIED"
+            )));
+        }
+    }
+    for name in &added {
+        if removed.contains(name) {
+            return Err(err(format!(
+                "requirement \"{name}\" is both ADDED and REMOVED"
+            )));
+        }
+    }
+    for r in &plan.renamed {
+        if removed.contains(r.from.as_str()) {
+            return Err(err(format!(
+                "requirement \"{}\" is both RENAMED and REMOVED",
+                r.from
+            )));
+        }
+        if modified.contains(r.from.as_str()) {
+            return Err(err(format!(
+                "requirement \"{}\" is RENAMED to \"{}\": MODIFIED must use the new name",
+                r.from, r.to
+            )));
+        }
+        if added.contains(r.to.as_str()) {
+            return Err(err(format!(
+                "RENAMED target \"{}\" collides with an ADDED requirement",
+                r.to
+            )));
+        }
+    }
+    for (section, blocks) in [("ADDED", &plan.added), ("MODIFIED", &plan.modified)] {
+        if let Some(b) = blocks.iter().find(|b| b.scenarios().is_empty()) {
+            return Err(err(format!(
+                "{section} requirement \"{}\" has no `#### Scenario:`",
+                b.name
+            )));
+        }
+    }
+
+    let mut parts = match current {
+        Some(text) => spec::parse(text),
+        None => {
+            if let Some(name) = plan
+                .modified
+                .first()
+                .map(|b| ("MODIFIED", b.name.as_str()))
+                .or(plan.removed.first().map(|n| ("REMOVED", n.as_str())))
+                .or(plan.renamed.first().map(|r| ("RENAMED", r.from.as_str())))
+            {
+                return Err(err(format!(
+                    "{} requirement \"{}\": specs/{capability}/spec.md does not exist, and a new capability takes only ADDED requirements",
+                    name.0, name.1
+                )));
+            }
+            spec::parse(&spec::skeleton(capability, slug))
+        }
+    };
+    let blocks = &mut parts.blocks;
+    let position =
+        |blocks: &[RequirementBlock], name: &str| blocks.iter().position(|b| b.name == name);
+    let spec_file = format!("specs/{capability}/spec.md");
+    let mut counts = Counts::default();
+
+    for r in &plan.renamed {
+        let Some(i) = position(blocks, &r.from) else {
+            return Err(err(format!(
+                "RENAMED requirement \"{}\" does not exist in {spec_file}",
+                r.from
+            )));
+        };
+        if position(blocks, &r.to).is_some() {
+            return Err(err(format!(
+                "RENAMED target \"{}\" already exists in {spec_file}",
+                r.to
+            )));
+        }
+        blocks[i] = blocks[i].renamed(&r.to);
+        counts.renamed += 1;
+    }
+    for name in &plan.removed {
+        let Some(i) = position(blocks, name) else {
+            return Err(err(format!(
+                "REMOVED requirement \"{name}\" does not exist in {spec_file}"
+            )));
+        };
+        blocks.remove(i);
+        counts.removed += 1;
+    }
+    for b in &plan.modified {
+        let Some(i) = position(blocks, &b.name) else {
+            return Err(err(format!(
+                "MODIFIED requirement \"{}\" does not exist in {spec_file}",
+                b.name
+            )));
+        };
+        blocks[i] = b.clone();
+        counts.modified += 1;
+    }
+    for b in &plan.added {
+        if position(blocks, &b.name).is_some() {
+            return Err(err(format!(
+                "ADDED requirement \"{}\" already exists in {spec_file}",
+                b.name
+            )));
+        }
+        blocks.push(b.clone());
+        counts.added += 1;
+    }
+    Ok((spec::rebuild(&parts), counts))
+}
+
+fn check_unique(names: &[&str], section: &str, err: &dyn Fn(String) -> Error) -> Result<()> {
+    let mut seen = HashSet::with_capacity(names.len());
+    for name in names {
+        if !seen.insert(*name) {
+            return Err(err(format!(
+                "requirement \"{name}\" appears twice in {section}"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -25,7 +25,10 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::invalid_input(format!("{}: no parent folder", path.display())))?;
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let temp = dir.join(format!(
         ".{name}.tmp-{}-{}",
         std::process::id(),
@@ -37,8 +40,10 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<()> {
             .create_new(true)
             .open(&temp)
             .map_err(|e| Error::io("cannot create", &temp, e))?;
-        file.write_all(contents).map_err(|e| Error::io("cannot write", &temp, e))?;
-        file.sync_all().map_err(|e| Error::io("cannot fsync", &temp, e))?;
+        file.write_all(contents)
+            .map_err(|e| Error::io("cannot write", &temp, e))?;
+        file.sync_all()
+            .map_err(|e| Error::io("cannot fsync", &temp, e))?;
         std::fs::rename(&temp, path).map_err(|e| Error::io("cannot rename onto", path, e))?;
         sync_dir(dir)
     })();

@@ -20,7 +20,9 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
     if ok {
         Ok(())
     } else if name.contains("..") || name.starts_with('/') || name.contains('/') {
-        Err(format!("must match {NAME_PATTERN} (path separators and `..` are not allowed)"))
+        Err(format!(
+            "must match {NAME_PATTERN} (path separators and `..` are not allowed)"
+        ))
     } else {
         Err(format!("must match {NAME_PATTERN}"))
     }

@@ -26,8 +26,10 @@ impl Input {
             if let Some(unknown) = fields.keys().find(|k| !known.contains_key(k.as_str())) {
                 let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
                 names.sort_unstable();
-                return Err(ToolError::invalid_input(format!("input.{unknown}: unknown field"))
-                    .with_hint(format!("known fields: {}", names.join(", "))));
+                return Err(
+                    ToolError::invalid_input(format!("input.{unknown}: unknown field"))
+                        .with_hint(format!("known fields: {}", names.join(", "))),
+                );
             }
         }
         Ok(Input { fields })
@@ -71,8 +73,9 @@ impl Input {
     pub fn name(&self, field: &str) -> Result<&str, ToolError> {
         let value = self.str(field)?;
         paths::check_name(value).map_err(|why| {
-            ToolError::invalid_input(format!("input.{field}: {why}"))
-                .with_hint(format!("{field} is a folder name like \"add-two-factor-auth\""))
+            ToolError::invalid_input(format!("input.{field}: {why}")).with_hint(format!(
+                "{field} is a folder name like \"add-two-factor-auth\""
+            ))
         })?;
         Ok(value)
     }

@@ -3,6 +3,7 @@
 //! through [`input::Input`], which names the offending field in every error.
 
 mod input;
+mod views;
 
 use crate::openspec::{self, Workspace};
 use serde_json::Value;
@@ -68,7 +69,11 @@ pub struct ToolError {
 
 impl ToolError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ToolError {
-        ToolError { code, message: message.into(), hint: None }
+        ToolError {
+            code,
+            message: message.into(),
+            hint: None,
+        }
     }
     pub fn invalid_input(message: impl Into<String>) -> ToolError {
         ToolError::new(ErrorCode::InvalidInput, message)
@@ -97,7 +102,11 @@ impl From<openspec::Error> for ToolError {
             openspec::ErrorKind::Conflict => ErrorCode::Conflict,
             openspec::ErrorKind::Io => ErrorCode::Internal,
         };
-        ToolError { code, message: e.message, hint: e.hint }
+        ToolError {
+            code,
+            message: e.message,
+            hint: e.hint,
+        }
     }
 }
 
@@ -117,8 +126,12 @@ impl Progress for NoProgress {
 /// One tool. Implementations are unit structs in their own file.
 pub trait Tool: Send + Sync {
     fn def(&self) -> ToolDef;
-    fn call(&self, ws: &Workspace, input: &Input, progress: &dyn Progress)
-        -> Result<ToolOutput, ToolError>;
+    fn call(
+        &self,
+        ws: &Workspace,
+        input: &Input,
+        progress: &dyn Progress,
+    ) -> Result<ToolOutput, ToolError>;
 }
 
 /// Declares the tool modules and the registry's list in one place: adding a tool is its file
@@ -156,7 +169,12 @@ impl Registry {
         let tools = all_tools();
         let defs: Vec<ToolDef> = tools.iter().map(|t| t.def()).collect();
         let by_name = defs.iter().enumerate().map(|(i, d)| (d.name, i)).collect();
-        Registry { workspace, tools, defs, by_name }
+        Registry {
+            workspace,
+            tools,
+            defs,
+            by_name,
+        }
     }
 
     pub fn workspace(&self) -> &Workspace {
@@ -180,8 +198,10 @@ impl Registry {
     ) -> Result<ToolOutput, ToolError> {
         let Some(&index) = self.by_name.get(name) else {
             let names: Vec<&str> = self.defs.iter().map(|d| d.name).collect();
-            return Err(ToolError::new(ErrorCode::UnknownTool, format!("unknown tool: {name}"))
-                .with_hint(format!("available tools: {}", names.join(", "))));
+            return Err(
+                ToolError::new(ErrorCode::UnknownTool, format!("unknown tool: {name}"))
+                    .with_hint(format!("available tools: {}", names.join(", "))),
+            );
         };
         let input = Input::new(input, self.defs[index].input_schema.get("properties"))?;
         self.tools[index].call(&self.workspace, &input, progress)

@@ -1,0 +1,52 @@
+use super::{views, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
+use crate::openspec::Workspace;
+use serde_json::json;
+use std::fmt::Write;
+
+pub struct ChangeList;
+
+impl Tool for ChangeList {
+    fn def(&self) -> ToolDef {
+        ToolDef {
+            name: "change.list",
+            title: "List changes",
+            description: "Active OpenSpec changes with their title and task progress (done/total); \
+                          archived ones too when include_archived is true.",
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "include_archived": { "type": "boolean", "default": false,
+                        "description": "Also list changes under changes/archive/." }
+                },
+                "additionalProperties": false
+            }),
+            output_schema: None,
+        }
+    }
+
+    fn call(&self, ws: &Workspace, input: &Input, _: &dyn Progress) -> Result<ToolOutput, ToolError> {
+        let include_archived = input.opt_bool("include_archived")?.unwrap_or(false);
+        let changes = ws.list_changes()?;
+        let mut text = format!("{} active change(s)\n", changes.len());
+        for c in &changes {
+            let _ = writeln!(text, "- {}: {} [{}/{} tasks]", c.slug, c.title, c.done, c.total);
+        }
+        let mut structured = json!({
+            "changes": changes.iter().map(|c| json!({
+                "slug": c.slug, "title": c.title, "tasks": views::progress(c.done, c.total),
+            })).collect::<Vec<_>>(),
+        });
+        if include_archived {
+            let archived = ws.list_archived()?;
+            let _ = writeln!(text, "{} archived change(s)", archived.len());
+            for a in &archived {
+                let _ = writeln!(text, "- {}: {}", a.name, a.title);
+            }
+            structured["archived"] = archived
+                .iter()
+                .map(|a| json!({ "name": a.name, "slug": a.slug, "date": a.date, "title": a.title }))
+                .collect();
+        }
+        Ok(ToolOutput { structured, text })
+    }
+}
