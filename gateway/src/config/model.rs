@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::units::{Cidr, Rate, RatePer};
+pub use super::units::{Cidr, Rate};
 
 /// The whole gateway configuration, as returned by [`super::load`] / [`super::parse`].
 #[derive(Debug, Clone)]

@@ -44,7 +44,7 @@ impl Declared {
 pub fn zones(ctx: &mut Ctx, top: &Section) -> BTreeMap<String, Zone> {
     let mut out = BTreeMap::new();
     for (name, v) in top.named_tables(&mut ctx.errs, "zones") {
-        let path = format!("zones.{name}");
+        let path = super::reader::join("zones", name);
         if !check_name(ctx, &path, name) {
             continue;
         }
@@ -105,7 +105,7 @@ pub fn splits(ctx: &mut Ctx, top: &Section) -> BTreeMap<String, Split> {
     let pools = Declared::of(top, "pools");
     let mut out = BTreeMap::new();
     for (name, v) in top.named_tables(&mut ctx.errs, "splits") {
-        let path = format!("splits.{name}");
+        let path = super::reader::join("splits", name);
         if !check_name(ctx, &path, name) {
             continue;
         }

@@ -50,7 +50,7 @@ pub fn pools(ctx: &mut Ctx, top: &Section) -> BTreeMap<String, Pool> {
     }
     let list = top.named_tables(&mut ctx.errs, "pools");
     for (name, v) in list {
-        let path = format!("pools.{name}");
+        let path = super::reader::join("pools", name);
         if !check_name(ctx, &path, name) {
             continue;
         }
