@@ -3,3 +3,11 @@
 
 pub mod openspec;
 pub mod tools;
+
+pub mod api_error;
+pub mod config;
+pub mod exec;
+pub mod http;
+pub mod mcp;
+pub mod metrics;
+pub mod shutdown;

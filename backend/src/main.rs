@@ -1,1 +1,150 @@
-fn main() {}
+//! `backend`: reads its configuration from the environment (see `backend --help`), opens the
+//! OpenSpec workspace, serves HTTP until SIGTERM/SIGINT, then drains and exits 0.
+//! Exit codes: 0 after a clean shutdown, 2 for a bad argument or configuration value,
+//! 1 when the port cannot be bound or the server fails.
+
+use backend::config::{self, Config};
+use backend::exec::Executor;
+use backend::http::{self, AppState};
+use backend::metrics::Metrics;
+use backend::openspec::Workspace;
+use backend::shutdown::{self, Shutdown};
+use backend::tools::Registry;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// After the grace period, open streams are cancelled; this much more is allowed for their
+/// bodies to end before the process exits regardless.
+const CLOSE_MARGIN: Duration = Duration::from_secs(3);
+
+fn main() -> ExitCode {
+    if let Some(arg) = std::env::args().nth(1) {
+        match arg.as_str() {
+            "-h" | "--help" => {
+                print!("{}", config::help_text());
+                return ExitCode::SUCCESS;
+            }
+            "-V" | "--version" => {
+                println!("backend {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("backend: unknown argument {other:?}; configuration is by environment, see --help");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("backend: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::new()
+        .filter_level(config.log_level)
+        .format_timestamp_millis()
+        .target(env_logger::Target::Stderr)
+        .init();
+    let workspace = match Workspace::open(&config.working_directory) {
+        Ok(ws) => ws,
+        Err(e) => {
+            eprintln!("backend: invalid WORKING_DIRECTORY: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("backend: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(serve(config, workspace))
+}
+
+async fn serve(config: Config, workspace: Workspace) -> ExitCode {
+    let config = Arc::new(config);
+    let metrics = match Metrics::new() {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            eprintln!("backend: cannot register metrics: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if config.auth_tokens.is_empty() {
+        log::warn!("AUTH_TOKENS is empty: authentication is disabled, every client may call tools");
+    }
+    log::info!("workspace: {}", workspace.root().display());
+    let registry = Arc::new(Registry::new(workspace));
+    let exec = Arc::new(Executor::new(
+        registry,
+        metrics.clone(),
+        config.request_timeout,
+        config.max_response_bytes,
+    ));
+    let shutdown = Arc::new(Shutdown::new());
+    let state = Arc::new(AppState::new(
+        config.clone(),
+        exec,
+        metrics,
+        shutdown.clone(),
+    ));
+    let app = http::router(state);
+
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("backend: cannot listen on {addr} (HOST/PORT): {e}");
+            return ExitCode::from(1);
+        }
+    };
+    log::info!("listening on http://{addr} (MCP on /mcp, SSE on /sse)");
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let grace = config.shutdown_grace;
+    let drain = shutdown.clone();
+    tokio::spawn(async move {
+        let name = shutdown::signal().await;
+        log::info!(
+            "{name}: no longer accepting; draining for up to {} ms",
+            grace.as_millis()
+        );
+        drain.begin_drain();
+        let _ = stop_tx.send(());
+        tokio::time::sleep(grace).await;
+        log::info!("grace period over: closing open streams");
+        drain.close_streams();
+        tokio::time::sleep(CLOSE_MARGIN).await;
+        log::warn!(
+            "connections still open {} ms after the grace period; exiting",
+            CLOSE_MARGIN.as_millis()
+        );
+        std::process::exit(0);
+    });
+
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop_rx.await;
+    })
+    .await;
+    match served {
+        Ok(()) => {
+            log::info!("drained; bye");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("server failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Per-request bookkeeping: the request id (a valid incoming `X-Request-ID` is kept, anything
+//! else is replaced by a UUID; always returned), HTTP metrics labelled by the matched route
+//! pattern, streaming metrics, and one JSON access-log line per request on stdout.
+//!
+//! The line and the duration are taken when the response body is finished or dropped, so a
+//! stream is logged once, with its real length, duration and whether it ran to its end.
+
+use super::reply::{RequestId, ToolLabel};
+use super::AppState;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body::{Frame, SizeHint};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// 1–128 characters of `[A-Za-z0-9._-]`: safe to log and to echo in a header.
+pub fn valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id: Arc<str> = match req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(id) if valid_request_id(id) => Arc::from(id),
+        _ => Arc::from(uuid::Uuid::new_v4().to_string()),
+    };
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| Arc::<str>::from(m.as_str()))
+        .unwrap_or_else(|| Arc::from("unmatched"));
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    state.metrics.http_active.inc();
+
+    let mut resp = next.run(req).await;
+
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    let stream = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| {
+            if ct.starts_with("text/event-stream") {
+                Some("sse")
+            } else if ct.starts_with("application/x-ndjson") {
+                Some("ndjson")
+            } else {
+                None
+            }
+        });
+    if let Some(kind) = stream {
+        state
+            .metrics
+            .streaming_active
+            .with_label_values(&[kind])
+            .inc();
+    }
+    let finish = Finish {
+        state,
+        method,
+        route,
+        path,
+        status: resp.status().as_u16(),
+        request_id,
+        tool: resp.extensions().get::<ToolLabel>().map(|t| t.0),
+        client,
+        started,
+        stream,
+        bytes: 0,
+        ended: false,
+    };
+    resp.map(|inner| {
+        let mut finish = finish;
+        finish.ended = inner.is_end_stream();
+        Body::new(ObservedBody { inner, finish })
+    })
+}
+
+/// What the access log and metrics need once the body is done.
+struct Finish {
+    state: Arc<AppState>,
+    method: Method,
+    route: Arc<str>,
+    path: String,
+    status: u16,
+    request_id: Arc<str>,
+    tool: Option<&'static str>,
+    client: String,
+    started: Instant,
+    stream: Option<&'static str>,
+    bytes: u64,
+    ended: bool,
+}
+
+impl Finish {
+    fn on_data(&mut self, data: &Bytes) {
+        self.bytes += data.len() as u64;
+        if let Some(kind) = self.stream {
+            let m = &self.state.metrics;
+            m.streaming_bytes
+                .with_label_values(&[kind])
+                .inc_by(data.len() as u64);
+            // Heartbeat comments (`: keep-alive`) are not messages.
+            if !data.starts_with(b":") {
+                m.streaming_messages.with_label_values(&[kind]).inc();
+            }
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let m = &self.state.metrics;
+        let elapsed = self.started.elapsed();
+        m.http_active.dec();
+        if let Some(kind) = self.stream {
+            m.streaming_active.with_label_values(&[kind]).dec();
+        }
+        let status = self.status.to_string();
+        m.http_requests
+            .with_label_values(&[self.method.as_str(), &self.route, &status])
+            .inc();
+        m.http_duration
+            .with_label_values(&[self.method.as_str(), &self.route])
+            .observe(elapsed.as_secs_f64());
+        if !self.state.config.access_log {
+            return;
+        }
+        let line = serde_json::json!({
+            "ts": crate::api_error::timestamp(),
+            "requestId": &*self.request_id,
+            "method": self.method.as_str(),
+            "path": self.path,
+            "route": &*self.route,
+            "status": self.status,
+            "bytes": self.bytes,
+            "duration_ms": (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            "tool": self.tool,
+            "client": self.client,
+            "completed": self.ended,
+        });
+        let mut buf = serde_json::to_vec(&line).unwrap_or_default();
+        buf.push(b'\n');
+        // A closed stdout must not take the server down; the line is lost then.
+        let _ = std::io::stdout().lock().write_all(&buf);
+    }
+}
+
+/// The response body, counted as it is sent.
+struct ObservedBody {
+    inner: Body,
+    finish: Finish,
+}
+
+impl HttpBody for ObservedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.finish.on_data(data);
+                }
+                // hyper stops polling a body that says it has ended.
+                if this.inner.is_end_stream() {
+                    this.finish.ended = true;
+                }
+            }
+            Poll::Ready(None) => this.finish.ended = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_request_id;
+
+    #[test]
+    fn request_ids() {
+        assert!(valid_request_id("abc-123_x.y"));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id("a b"));
+        assert!(!valid_request_id(&"a".repeat(129)));
+        assert!(!valid_request_id("x\u{e9}"));
+    }
+}
