@@ -1,1 +1,142 @@
-fn main() {}
+//! `gateway`: a Pingora reverse proxy that replaces nginx in front of MCP tool servers.
+//! See `gateway --help` and conf/local.toml for the configuration reference.
+
+mod access_log;
+mod admin;
+mod balance;
+mod cli;
+mod compress;
+mod config;
+mod context;
+mod discovery;
+mod errors;
+mod headers;
+mod health;
+mod maintenance;
+mod metrics;
+mod proxy;
+mod redirect;
+mod routing;
+mod server;
+mod shutdown;
+mod state;
+mod telemetry;
+mod tls;
+mod upstream;
+
+use std::process::ExitCode;
+
+use cli::Command;
+
+fn main() -> ExitCode {
+    let cli = match cli::parse(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match &cli.command {
+        Command::Help => {
+            print!("{}", cli::HELP);
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("gateway {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Test => test_config(&cli),
+        Command::Signal(sig) => send_signal(&cli, sig),
+        Command::Run => run(&cli),
+    }
+}
+
+/// `-t`: nginx -t style output.
+fn test_config(cli: &cli::Cli) -> ExitCode {
+    let file = cli.config.display();
+    match config::load(&cli.config) {
+        Ok(_) => {
+            eprintln!("gateway: the configuration file {file} syntax is ok");
+            eprintln!("gateway: configuration file {file} test is successful");
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("gateway: configuration file {file} test failed");
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `-s reload|stop|quit`: signal the running gateway found through the pid file.
+fn send_signal(cli: &cli::Cli, sig: &str) -> ExitCode {
+    let cfg = match config::load(&cli.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!(
+                "gateway: configuration file {} test failed\n{errors}",
+                cli.config.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let pid_file = &cfg.server.pid_file;
+    let pid: i32 = match std::fs::read_to_string(pid_file)
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            s.trim()
+                .parse()
+                .map_err(|e: std::num::ParseIntError| e.to_string())
+        }) {
+        Ok(p) if p > 0 => p,
+        Ok(p) => {
+            eprintln!("gateway: {}: invalid pid {p}", pid_file.display());
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("gateway: cannot read pid file {}: {e}", pid_file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let signo = match sig {
+        "reload" => libc::SIGHUP,
+        "stop" => libc::SIGTERM,
+        _ => libc::SIGQUIT,
+    };
+    // SAFETY: kill(2) with a pid read from our own pid file and a constant signal number.
+    if unsafe { libc::kill(pid, signo) } != 0 {
+        eprintln!(
+            "gateway: cannot signal pid {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(cli: &cli::Cli) -> ExitCode {
+    let cfg = match config::load(&cli.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!(
+                "gateway: configuration file {} test failed\n{errors}",
+                cli.config.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut logger = env_logger::Builder::new();
+    logger.filter_level(cfg.server.error_log_level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        logger.parse_filters(&spec);
+    }
+    logger.init();
+    match server::run(cfg, cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The access log: one JSON object per request, written by a dedicated thread so a slow disk or
+//! a blocked stdout never stalls the proxy (lines are dropped and counted if it falls behind).
+
+use std::io::Write;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::OnceLock;
+
+use serde::Serialize;
+
+use crate::config::AccessLog;
+use crate::metrics::METRICS;
+
+#[derive(Serialize)]
+pub struct Entry<'a> {
+    pub ts: String,
+    pub request_id: &'a str,
+    pub client: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub bytes: usize,
+    pub route: &'a str,
+    pub pool: &'a str,
+    pub backend: &'a str,
+    pub http_version: &'a str,
+    pub tls_version: &'a str,
+    pub request_time: f64,
+    pub upstream_connect_time: Option<f64>,
+    pub upstream_header_time: Option<f64>,
+    pub upstream_response_time: Option<f64>,
+}
+
+static TARGET: OnceLock<AccessLog> = OnceLock::new();
+static SINK: OnceLock<Option<SyncSender<Vec<u8>>>> = OnceLock::new();
+
+/// Choose where lines go; checks a file target can be opened. The writer thread starts with the
+/// first line, so it lives in the serving process even after `-d` forks.
+pub fn init(target: &AccessLog) -> Result<(), String> {
+    if let AccessLog::File(path) = target {
+        open(path)?;
+    }
+    let _ = TARGET.set(target.clone());
+    Ok(())
+}
+
+fn open(path: &std::path::Path) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("access log {}: {e}", path.display()))
+}
+
+fn start_writer() -> Option<SyncSender<Vec<u8>>> {
+    let out: Box<dyn Write + Send> = match TARGET.get()? {
+        AccessLog::Off => return None,
+        AccessLog::Stdout => Box::new(std::io::stdout()),
+        AccessLog::File(path) => match open(path) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                log::error!("{e}; access log off");
+                return None;
+            }
+        },
+    };
+    let (tx, rx) = sync_channel::<Vec<u8>>(65_536);
+    match std::thread::Builder::new()
+        .name("access-log".into())
+        .spawn(move || writer(rx, out))
+    {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            log::error!("access log thread: {e}; access log off");
+            None
+        }
+    }
+}
+
+fn writer(rx: Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    while let Ok(line) = rx.recv() {
+        let _ = out.write_all(&line);
+        // Batch whatever else is queued, then flush once.
+        while let Ok(more) = rx.try_recv() {
+            let _ = out.write_all(&more);
+        }
+        let _ = out.flush();
+    }
+}
+
+pub fn enabled() -> bool {
+    matches!(TARGET.get(), Some(AccessLog::Stdout | AccessLog::File(_)))
+}
+
+pub fn write(entry: &Entry<'_>) {
+    let Some(tx) = SINK.get_or_init(start_writer) else {
+        return;
+    };
+    let mut line = Vec::with_capacity(384);
+    if serde_json::to_writer(&mut line, entry).is_err() {
+        return;
+    }
+    line.push(b'\n');
+    if let Err(TrySendError::Full(_)) = tx.try_send(line) {
+        METRICS.access_log_dropped.inc();
+    }
+}

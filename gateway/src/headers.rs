@@ -1,0 +1,211 @@
+//! Header policy: what the gateway adds to requests going upstream (forwarding headers, request
+//! id, Host) and to every response (security headers, HSTS on HTTPS only, a version-less Server,
+//! the request id). Header names and values are parsed once per state build.
+
+use http::header::{HeaderName, HeaderValue, HOST, SERVER, STRICT_TRANSPORT_SECURITY};
+use pingora::http::{RequestHeader, ResponseHeader};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Response headers of one route (or the global set for gateway-made responses outside routes).
+#[derive(Debug, Clone, Default)]
+pub struct ResponseHeaders {
+    set: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+    hsts: Option<HeaderValue>,
+    server: Option<HeaderValue>,
+}
+
+impl ResponseHeaders {
+    /// `pairs` as the config gives them (a `""` value removes the header); names and values were
+    /// validated by the config model, anything unparsable is reported here with its name.
+    pub fn build(
+        pairs: &[(String, String)],
+        hsts: Option<&str>,
+        server: Option<&str>,
+    ) -> Result<ResponseHeaders, String> {
+        let mut out = ResponseHeaders::default();
+        for (name, value) in pairs {
+            let n = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| format!("header name {name:?}: {e}"))?;
+            if value.is_empty() {
+                out.remove.push(n);
+            } else {
+                let v = HeaderValue::from_str(value)
+                    .map_err(|e| format!("header {name}: value {value:?}: {e}"))?;
+                out.set.push((n, v));
+            }
+        }
+        out.hsts = hsts
+            .map(|h| HeaderValue::from_str(h).map_err(|e| format!("hsts {h:?}: {e}")))
+            .transpose()?;
+        out.server = server
+            .map(|s| HeaderValue::from_str(s).map_err(|e| format!("server {s:?}: {e}")))
+            .transpose()?;
+        Ok(out)
+    }
+
+    pub fn apply(&self, resp: &mut ResponseHeader, tls: bool, request_id: &str) {
+        for n in &self.remove {
+            resp.remove_header(n);
+        }
+        for (n, v) in &self.set {
+            let _ = resp.insert_header(n.clone(), v.clone());
+        }
+        match (&self.hsts, tls) {
+            (Some(h), true) => {
+                let _ = resp.insert_header(STRICT_TRANSPORT_SECURITY, h.clone());
+            }
+            // Never let an upstream's HSTS leak onto plain HTTP.
+            _ => {
+                resp.remove_header(&STRICT_TRANSPORT_SECURITY);
+            }
+        }
+        match &self.server {
+            Some(s) => {
+                let _ = resp.insert_header(SERVER, s.clone());
+            }
+            None => {
+                resp.remove_header(&SERVER);
+            }
+        }
+        let _ = resp.insert_header(X_REQUEST_ID.clone(), request_id);
+    }
+}
+
+/// A client-supplied X-Request-ID is kept when it is short and plain (it ends up in logs and
+/// upstream headers), else the gateway makes one.
+pub fn request_id(req: &RequestHeader) -> String {
+    if let Some(v) = req.headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+        {
+            // ASCII checked just above.
+            return String::from_utf8_lossy(b).into_owned();
+        }
+    }
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The forwarding headers of the seed's nginx: X-Forwarded-For appended, X-Real-IP,
+/// X-Forwarded-Proto, and Host kept (taken from the URI authority for HTTP/2 clients, which send
+/// `:authority` instead of Host).
+pub fn forward(req: &mut RequestHeader, client_ip: &str, tls: bool, request_id: &str) {
+    let xff = match req.headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
+        Some(prev) if !prev.is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + client_ip.len());
+            v.extend_from_slice(prev);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client_ip.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        _ => HeaderValue::from_str(client_ip).ok(),
+    };
+    if let Some(xff) = xff {
+        let _ = req.insert_header(X_FORWARDED_FOR.clone(), xff);
+    }
+    let _ = req.insert_header(X_REAL_IP.clone(), client_ip);
+    let _ = req.insert_header(
+        X_FORWARDED_PROTO.clone(),
+        if tls { "https" } else { "http" },
+    );
+    let _ = req.insert_header(X_REQUEST_ID.clone(), request_id);
+    if req.headers.get(HOST).is_none() {
+        if let Some(auth) = req.uri.authority().map(|a| a.as_str().to_owned()) {
+            let _ = req.insert_header(HOST, auth);
+        }
+    }
+}
+
+/// The request's host without port, lower-cased only when needed (routing and redirects).
+pub fn request_host(req: &RequestHeader) -> Option<&str> {
+    let raw = match req.headers.get(HOST) {
+        Some(h) => h.to_str().ok()?,
+        None => req.uri.authority()?.as_str(),
+    };
+    Some(strip_port(raw))
+}
+
+fn strip_port(hostport: &str) -> &str {
+    if let Some(rest) = hostport.strip_prefix('[') {
+        // [v6]:port
+        return match rest.find(']') {
+            Some(end) => &hostport[..end + 2],
+            None => hostport,
+        };
+    }
+    match hostport.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => hostport,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarding_headers() {
+        let mut req = RequestHeader::build("POST", b"/mcp", None).unwrap();
+        req.insert_header("x-forwarded-for", "203.0.113.9").unwrap();
+        req.insert_header("host", "example.com:8443").unwrap();
+        forward(&mut req, "127.0.0.1", true, "abc");
+        let h = |n: &str| req.headers.get(n).unwrap().to_str().unwrap().to_string();
+        assert_eq!(h("x-forwarded-for"), "203.0.113.9, 127.0.0.1");
+        assert_eq!(h("x-real-ip"), "127.0.0.1");
+        assert_eq!(h("x-forwarded-proto"), "https");
+        assert_eq!(h("x-request-id"), "abc");
+        assert_eq!(h("host"), "example.com:8443");
+    }
+
+    #[test]
+    fn request_ids() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("x-request-id", "client-id_1.2:3")
+            .unwrap();
+        assert_eq!(request_id(&req), "client-id_1.2:3");
+        req.insert_header("x-request-id", "bad id with spaces")
+            .unwrap();
+        let made = request_id(&req);
+        assert_eq!(made.len(), 36);
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(strip_port("example.com:8443"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:8443"), "[::1]");
+    }
+
+    #[test]
+    fn response_headers() {
+        let rh = ResponseHeaders::build(
+            &[
+                ("X-Frame-Options".into(), "DENY".into()),
+                ("X-Powered-By".into(), "".into()),
+            ],
+            Some("max-age=1"),
+            Some("gateway"),
+        )
+        .unwrap();
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("server", "nginx/1.25").unwrap();
+        resp.insert_header("x-powered-by", "express").unwrap();
+        rh.apply(&mut resp, false, "r1");
+        assert!(resp.headers.get("strict-transport-security").is_none());
+        assert!(resp.headers.get("x-powered-by").is_none());
+        assert_eq!(resp.headers.get("server").unwrap(), "gateway");
+        rh.apply(&mut resp, true, "r1");
+        assert_eq!(
+            resp.headers.get("strict-transport-security").unwrap(),
+            "max-age=1"
+        );
+        assert_eq!(resp.headers.get("x-frame-options").unwrap(), "DENY");
+    }
+}

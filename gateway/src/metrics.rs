@@ -1,0 +1,257 @@
+//! Prometheus metrics of the gateway (`gateway_*`). Labels stay low-cardinality: route, pool,
+//! backend address (bounded by the replicas), status class. Handles that the hot path needs are
+//! resolved once per state build (see [`RouteMetrics`]), so a request does no label lookups.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Request/upstream latency buckets: 1 ms .. ~65 s, then the long tail of streams.
+fn latency_buckets() -> Vec<f64> {
+    // startup: constant arguments that exponential_buckets accepts.
+    let mut b = exponential_buckets(0.001, 2.0, 17).unwrap_or_default();
+    b.extend_from_slice(&[300.0, 1800.0, 3600.0, 86400.0]);
+    b
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_connect: HistogramVec,
+    pub upstream_header: HistogramVec,
+    pub upstream_response: HistogramVec,
+    pub backend_in_flight: IntGaugeVec,
+    pub backend_up: IntGaugeVec,
+    pub active_streams: IntGaugeVec,
+    pub retries: IntCounterVec,
+    pub config_generation: IntGauge,
+    pub config_reloads: IntCounterVec,
+    pub access_log_dropped: IntCounter,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The status classes used as a label; index = first digit - 1, 0 for anything odd.
+pub const STATUS_CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+pub fn status_class_index(status: u16) -> usize {
+    match status {
+        100..=599 => (status / 100) as usize,
+        _ => 0,
+    }
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        // startup: metric names and label sets below are constant and valid, and each is
+        // registered once in a fresh registry, so none of these calls can fail.
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_requests_total",
+                "Requests by route, pool and status class",
+            ),
+            &["route", "pool", "status_class"],
+        )
+        .expect("startup: valid metric");
+        let hist = |name: &str, help: &str, labels: &[&str]| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(latency_buckets()),
+                labels,
+            )
+            .expect("startup: valid metric")
+        };
+        let request_duration = hist(
+            "gateway_request_duration_seconds",
+            "Time from the request's arrival to the end of its response",
+            &["route", "pool"],
+        );
+        let upstream_connect = hist(
+            "gateway_upstream_connect_seconds",
+            "Time to get a connection to the upstream (0 when reused)",
+            &["pool"],
+        );
+        let upstream_header = hist(
+            "gateway_upstream_header_seconds",
+            "Time until the upstream's response header arrived",
+            &["pool"],
+        );
+        let upstream_response = hist(
+            "gateway_upstream_response_seconds",
+            "Time until the upstream's whole response arrived",
+            &["pool"],
+        );
+        let backend_in_flight = IntGaugeVec::new(
+            Opts::new(
+                "gateway_backend_in_flight",
+                "Requests in flight per backend",
+            ),
+            &["pool", "backend"],
+        )
+        .expect("startup: valid metric");
+        let backend_up = IntGaugeVec::new(
+            Opts::new(
+                "gateway_backend_up",
+                "1 when the backend takes traffic (active and passive health), else 0",
+            ),
+            &["pool", "backend"],
+        )
+        .expect("startup: valid metric");
+        let active_streams = IntGaugeVec::new(
+            Opts::new(
+                "gateway_active_streams",
+                "Open SSE / NDJSON responses per route",
+            ),
+            &["route"],
+        )
+        .expect("startup: valid metric");
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "gateway_retries_total",
+                "Requests sent again to another backend",
+            ),
+            &["pool"],
+        )
+        .expect("startup: valid metric");
+        let config_generation = IntGauge::new(
+            "gateway_config_generation",
+            "Generation of the routing state in use (1 at start, +1 per reload)",
+        )
+        .expect("startup: valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "gateway_config_reloads_total",
+                "Configuration reloads by result",
+            ),
+            &["result"],
+        )
+        .expect("startup: valid metric");
+        let access_log_dropped = IntCounter::new(
+            "gateway_access_log_dropped_total",
+            "Access-log lines dropped because the writer fell behind",
+        )
+        .expect("startup: valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(upstream_connect.clone()),
+            Box::new(upstream_header.clone()),
+            Box::new(upstream_response.clone()),
+            Box::new(backend_in_flight.clone()),
+            Box::new(backend_up.clone()),
+            Box::new(active_streams.clone()),
+            Box::new(retries.clone()),
+            Box::new(config_generation.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(access_log_dropped.clone()),
+        ] {
+            registry.register(c).expect("startup: unique metric names");
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            registry
+                .register(Box::new(pc))
+                .expect("startup: process collector registers once");
+        }
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_connect,
+            upstream_header,
+            upstream_response,
+            backend_in_flight,
+            backend_up,
+            active_streams,
+            retries,
+            config_generation,
+            config_reloads,
+            access_log_dropped,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            log::error!("metrics: cannot encode: {e}");
+        }
+        buf
+    }
+}
+
+/// Pre-resolved handles for one (route, pool) pair.
+pub struct RouteMetrics {
+    requests: [IntCounter; 6],
+    pub duration: Histogram,
+    pub connect: Histogram,
+    pub header: Histogram,
+    pub response: Histogram,
+    pub retries: IntCounter,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str, pool: &str) -> RouteMetrics {
+        let m = &*METRICS;
+        RouteMetrics {
+            requests: STATUS_CLASSES.map(|c| m.requests.with_label_values(&[route, pool, c])),
+            duration: m.request_duration.with_label_values(&[route, pool]),
+            connect: m.upstream_connect.with_label_values(&[pool]),
+            header: m.upstream_header.with_label_values(&[pool]),
+            response: m.upstream_response.with_label_values(&[pool]),
+            retries: m.retries.with_label_values(&[pool]),
+        }
+    }
+
+    pub fn count(&self, status: u16) {
+        self.requests[status_class_index(status)].inc();
+    }
+}
+
+/// Counters for requests that matched no route (404) or were redirected.
+pub struct UnroutedMetrics {
+    requests: [IntCounter; 6],
+    pub duration: Histogram,
+}
+
+impl UnroutedMetrics {
+    pub fn new(route: &str) -> UnroutedMetrics {
+        let m = &*METRICS;
+        UnroutedMetrics {
+            requests: STATUS_CLASSES.map(|c| m.requests.with_label_values(&[route, "", c])),
+            duration: m.request_duration.with_label_values(&[route, ""]),
+        }
+    }
+
+    pub fn count(&self, status: u16) {
+        self.requests[status_class_index(status)].inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(STATUS_CLASSES[status_class_index(204)], "2xx");
+        assert_eq!(STATUS_CLASSES[status_class_index(502)], "5xx");
+        assert_eq!(STATUS_CLASSES[status_class_index(0)], "other");
+    }
+
+    #[test]
+    fn render_names_gateway_metrics() {
+        let rm = RouteMetrics::new("mcp", "backend");
+        rm.count(200);
+        let text = String::from_utf8(METRICS.render()).unwrap();
+        assert!(text.contains(
+            "gateway_requests_total{pool=\"backend\",route=\"mcp\",status_class=\"2xx\"} 1"
+        ));
+    }
+}

@@ -1,0 +1,118 @@
+//! Wiring: the Pingora server with its services (the proxy on the HTTP and HTTPS listeners, the
+//! admin listener, the pool maintenance background service) built from a loaded config.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::cli::Cli;
+use crate::config::Config;
+use crate::maintenance::Maintenance;
+use crate::proxy::GatewayProxy;
+use crate::shutdown::Signals;
+use crate::state::{Shared, State};
+use crate::{access_log, tls};
+
+fn server_conf(cfg: &Config, cli: &Cli) -> ServerConf {
+    let s = &cfg.server;
+    let mut conf = ServerConf::default();
+    conf.threads = s.threads.max(1);
+    conf.daemon = cli.daemon;
+    conf.pid_file = s.pid_file.to_string_lossy().into_owned();
+    conf.upgrade_sock = s.upgrade_sock.to_string_lossy().into_owned();
+    // Upper bound of the drain after SIGTERM / SIGQUIT; shutdown.rs exits earlier once idle.
+    conf.grace_period_seconds = Some(s.grace_period.as_secs().max(1));
+    conf.graceful_shutdown_timeout_seconds = Some(1);
+    // Pingora keeps one idle-connection pool for all upstreams: size it for every pool's share.
+    conf.upstream_keepalive_pool_size = cfg
+        .pools
+        .values()
+        .map(|p| p.keepalive)
+        .sum::<usize>()
+        .max(1);
+    conf
+}
+
+pub fn run(cfg: Config, cli: &Cli) -> Result<(), String> {
+    let conf = server_conf(&cfg, cli);
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    for dir in [&cfg.server.pid_file, &cfg.server.upgrade_sock]
+        .iter()
+        .filter_map(|p| p.parent())
+    {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+    }
+    access_log::init(&cfg.server.access_log)?;
+
+    let tls_settings = match &cfg.listeners.https {
+        Some(l) => Some(tls::settings(l)?),
+        None => None,
+    };
+    let config_path: PathBuf = cfg.file.clone();
+    let listeners = cfg.listeners.clone();
+    let state = State::build(Arc::new(cfg), 1)?;
+    let shared = Shared::new(state, config_path);
+
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let mut proxy = http_proxy_service_with_name(
+        &server.configuration,
+        GatewayProxy {
+            shared: shared.clone(),
+        },
+        "gateway proxy",
+    );
+    if let Some(h) = &listeners.http {
+        proxy.add_tcp(&h.address.to_string());
+    }
+    if let (Some(l), Some(settings)) = (&listeners.https, tls_settings) {
+        proxy.add_tls_with_settings(&l.address.to_string(), None, settings);
+    }
+    server.add_service(proxy);
+
+    if let Some(a) = &listeners.admin {
+        let mut admin = Service::new(
+            "admin".to_string(),
+            AdminApp {
+                shared: shared.clone(),
+            },
+        );
+        admin.add_tcp(&a.address.to_string());
+        admin.threads = Some(1);
+        server.add_service(admin);
+    }
+    server.add_service(background_service(
+        "pool maintenance",
+        Maintenance {
+            shared: shared.clone(),
+        },
+    ));
+
+    log::info!(
+        "gateway {} starting: http {:?}, https {:?}, admin {:?}",
+        env!("CARGO_PKG_VERSION"),
+        listeners.http.as_ref().map(|l| l.address),
+        listeners.https.as_ref().map(|l| l.address),
+        listeners.admin.as_ref().map(|l| l.address),
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals { shared }),
+    });
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! The routing state built from a [`Config`]: routes with their precomputed header sets and
+//! metric handles, pools with their backend sets. Held in an `ArcSwap` ([`Shared`]) so a reload
+//! swaps it atomically; a request loads the `Arc` once at its start and keeps it to the end, so
+//! requests and streams in flight finish on the state they began with.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus::IntGauge;
+use tokio::sync::watch;
+
+use crate::balance::{Pool, ResolvedServer};
+use crate::compress::GzipPolicy;
+use crate::config::{self, Config};
+use crate::headers::ResponseHeaders;
+use crate::metrics::{RouteMetrics, UnroutedMetrics, METRICS};
+use crate::redirect::RedirectPolicy;
+use crate::routing::Router;
+use crate::upstream::{self, Timeouts};
+
+/// One pool a route sends to, with the metric handles of that (route, pool) pair.
+pub struct Target {
+    pub pool: Arc<Pool>,
+    pub weight: u32,
+    pub metrics: RouteMetrics,
+}
+
+pub struct RouteRt {
+    pub name: Arc<str>,
+    /// One entry for `pool = ...`; several for `split = ...` (issue 4 adds stickiness).
+    pub targets: Vec<Target>,
+    pub stream: bool,
+    pub timeouts: Timeouts,
+    /// Bytes; 0 = unlimited.
+    pub max_body_size: u64,
+    pub retries: u32,
+    pub headers: ResponseHeaders,
+    pub active_streams: IntGauge,
+}
+
+impl RouteRt {
+    /// Index of the target for a request whose stickiness key hashes to `key`: weighted, and a
+    /// pool with no healthy backend gives its share to the others.
+    pub fn pick_target(&self, key: u64) -> usize {
+        if self.targets.len() == 1 {
+            return 0;
+        }
+        let healthy = |t: &Target| t.weight > 0 && t.pool.has_available();
+        let total: u64 = self
+            .targets
+            .iter()
+            .filter(|t| healthy(t))
+            .map(|t| u64::from(t.weight))
+            .sum();
+        if total == 0 {
+            // Nothing healthy: the first weighted target reports "no healthy backend".
+            return self.targets.iter().position(|t| t.weight > 0).unwrap_or(0);
+        }
+        let mut point = key % total;
+        for (i, t) in self.targets.iter().enumerate() {
+            if !healthy(t) {
+                continue;
+            }
+            let w = u64::from(t.weight);
+            if point < w {
+                return i;
+            }
+            point -= w;
+        }
+        0
+    }
+}
+
+pub struct State {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    pub routes: Vec<RouteRt>,
+    pub router: Router,
+    pub pools: Vec<Arc<Pool>>,
+    /// Headers of gateway-made responses outside any route (404, redirects).
+    pub global_headers: ResponseHeaders,
+    pub gzip: Option<GzipPolicy>,
+    /// Set when the plain-HTTP listener redirects to HTTPS.
+    pub redirect: Option<RedirectPolicy>,
+    pub unrouted: UnroutedMetrics,
+    pub redirected: UnroutedMetrics,
+}
+
+impl State {
+    /// Build everything the hot path needs. Resolves DNS names (blocking; call from a blocking
+    /// context). Errors name the config key.
+    pub fn build(cfg: Arc<Config>, generation: u64) -> Result<State, String> {
+        let mut pools = Vec::with_capacity(cfg.pools.len());
+        for (name, p) in &cfg.pools {
+            let tls = match &p.tls {
+                Some(t) => Some(
+                    upstream::upstream_tls(t).map_err(|e| format!("pools.{name}.ca_file: {e}"))?,
+                ),
+                None => None,
+            };
+            let resolved = resolve_blocking(&p.servers);
+            if resolved.is_empty() {
+                log::warn!(
+                    "pool {name}: no server address resolved yet; DNS is retried every {:?}",
+                    p.resolve_interval
+                );
+            }
+            pools.push(Arc::new(Pool::new(p, tls, resolved)));
+        }
+        let pool_by_name = |n: &str| pools.iter().find(|p| &*p.name == n).cloned();
+
+        let mut routes = Vec::with_capacity(cfg.routes.len());
+        for (i, r) in cfg.routes.iter().enumerate() {
+            let weighted: Vec<(String, u32)> = match &r.target {
+                config::RouteTarget::Pool(p) => vec![(p.clone(), 1)],
+                config::RouteTarget::Split(s) => cfg
+                    .splits
+                    .get(s)
+                    .map(|sp| sp.pools.clone())
+                    .ok_or_else(|| format!("routes[{i}].split: unknown split {s:?}"))?,
+            };
+            let mut targets = Vec::with_capacity(weighted.len());
+            for (pool_name, weight) in weighted {
+                let pool = pool_by_name(&pool_name)
+                    .ok_or_else(|| format!("routes[{i}]: unknown pool {pool_name:?}"))?;
+                targets.push(Target {
+                    metrics: RouteMetrics::new(&r.name, &pool_name),
+                    pool,
+                    weight,
+                });
+            }
+            let headers = ResponseHeaders::build(
+                &r.response_headers,
+                cfg.headers.hsts.as_deref(),
+                cfg.headers.server.as_deref(),
+            )
+            .map_err(|e| format!("routes[{i}].headers: {e}"))?;
+            routes.push(RouteRt {
+                name: r.name.as_str().into(),
+                targets,
+                stream: r.stream,
+                timeouts: Timeouts::of(r),
+                max_body_size: r.max_body_size,
+                retries: r.retries,
+                headers,
+                active_streams: METRICS.active_streams.with_label_values(&[&r.name]),
+            });
+        }
+        let router = Router::new(
+            cfg.routes
+                .iter()
+                .map(|r| (r.path.as_str(), r.host.as_deref())),
+        );
+        let global_headers = ResponseHeaders::build(
+            &cfg.headers.set,
+            cfg.headers.hsts.as_deref(),
+            cfg.headers.server.as_deref(),
+        )
+        .map_err(|e| format!("headers: {e}"))?;
+        let redirect = cfg.listeners.http.as_ref().and_then(|h| {
+            let fallback = cfg
+                .listeners
+                .https
+                .as_ref()
+                .map(|s| s.address.ip().to_string())
+                .unwrap_or_else(|| h.address.ip().to_string());
+            RedirectPolicy::from_config(h, fallback)
+        });
+        Ok(State {
+            generation,
+            gzip: GzipPolicy::from_config(&cfg.gzip),
+            routes,
+            router,
+            pools,
+            global_headers,
+            redirect,
+            unrouted: UnroutedMetrics::new("-"),
+            redirected: UnroutedMetrics::new("-redirect"),
+            config: cfg,
+        })
+    }
+
+    /// Every route has at least one pool with a healthy backend (the `/readyz` rule).
+    pub fn ready(&self) -> bool {
+        !self.routes.is_empty()
+            && self
+                .routes
+                .iter()
+                .all(|r| r.targets.iter().any(|t| t.pool.has_available()))
+    }
+}
+
+/// Resolve configured servers now (start-up, reload). A name that does not resolve is logged
+/// and left out; discovery retries it.
+pub fn resolve_blocking(servers: &[config::UpstreamServer]) -> Vec<ResolvedServer> {
+    let mut out = Vec::new();
+    for s in servers {
+        match s.socket_addr {
+            Some(addr) => out.push(ResolvedServer {
+                addr,
+                weight: s.weight,
+                host: s.host.as_str().into(),
+            }),
+            None => match (s.host.as_str(), s.port).to_socket_addrs() {
+                Ok(addrs) => out.extend(addrs.map(|addr: SocketAddr| ResolvedServer {
+                    addr,
+                    weight: s.weight,
+                    host: s.host.as_str().into(),
+                })),
+                Err(e) => log::warn!("cannot resolve {}: {e}", s.address),
+            },
+        }
+    }
+    out
+}
+
+/// The current state and what changes it.
+pub struct Shared {
+    current: ArcSwap<State>,
+    generation: watch::Sender<u64>,
+    pub config_path: PathBuf,
+}
+
+impl Shared {
+    pub fn new(state: State, config_path: PathBuf) -> Arc<Shared> {
+        let (tx, _rx) = watch::channel(state.generation);
+        METRICS.config_generation.set(state.generation as i64);
+        Arc::new(Shared {
+            current: ArcSwap::from_pointee(state),
+            generation: tx,
+            config_path,
+        })
+    }
+
+    /// The state a new request runs on.
+    #[inline]
+    pub fn load(&self) -> Arc<State> {
+        self.current.load_full()
+    }
+
+    /// Notified with the new generation after every swap (background tasks re-read pools).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Re-read the config file and swap the state; an invalid file changes nothing.
+    /// Blocking (file and DNS): call from a blocking context.
+    pub fn reload(&self) -> Result<u64, String> {
+        let result = config::load(&self.config_path)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| {
+                let next = self.current.load().generation + 1;
+                State::build(Arc::new(cfg), next)
+            });
+        match result {
+            Ok(state) => {
+                let generation = state.generation;
+                self.current.store(Arc::new(state));
+                METRICS.config_generation.set(generation as i64);
+                METRICS.config_reloads.with_label_values(&["ok"]).inc();
+                self.generation.send_replace(generation);
+                Ok(generation)
+            }
+            Err(e) => {
+                METRICS.config_reloads.with_label_values(&["error"]).inc();
+                Err(e)
+            }
+        }
+    }
+}

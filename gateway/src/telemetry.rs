@@ -1,0 +1,84 @@
+//! End of a request: count it in the metrics and write its access-log line.
+
+use pingora::proxy::Session;
+use pingora::Error;
+
+use crate::access_log::{self, Entry};
+use crate::context::Ctx;
+
+pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
+    let status = session
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .unwrap_or(0);
+    let elapsed = ctx.start.elapsed().as_secs_f64();
+
+    if let Some(state) = ctx.state.as_ref() {
+        match ctx.target() {
+            Some(t) => {
+                t.metrics.count(status);
+                t.metrics.duration.observe(elapsed);
+                if let Some(c) = ctx.connect_time {
+                    t.metrics.connect.observe(c);
+                }
+                if let Some(h) = ctx.header_time {
+                    t.metrics.header.observe(h);
+                }
+                if let Some(r) = ctx.response_time {
+                    t.metrics.response.observe(r);
+                }
+            }
+            None if ctx.redirected => {
+                state.redirected.count(status);
+                state.redirected.duration.observe(elapsed);
+            }
+            None => {
+                state.unrouted.count(status);
+                state.unrouted.duration.observe(elapsed);
+            }
+        }
+    }
+
+    if !access_log::enabled() {
+        return;
+    }
+    if let Some(err) = e {
+        log::debug!("request {} failed: {err}", ctx.request_id);
+    }
+    let req = session.req_header();
+    let (route, pool) = match (ctx.route(), ctx.target()) {
+        (Some(r), Some(t)) => (&*r.name, &*t.pool.name),
+        (Some(r), None) => (&*r.name, ""),
+        _ => ("", ""),
+    };
+    let backend = ctx
+        .attempt
+        .as_ref()
+        .map(|a| &*a.stats().label)
+        .unwrap_or("");
+    let http_version = match req.version {
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    };
+    access_log::write(&Entry {
+        ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        request_id: &ctx.request_id,
+        client: &ctx.client,
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        status,
+        bytes: session.body_bytes_sent(),
+        route,
+        pool,
+        backend,
+        http_version,
+        tls_version: ctx.tls_version.as_deref().unwrap_or(""),
+        request_time: elapsed,
+        upstream_connect_time: ctx.connect_time,
+        upstream_header_time: ctx.header_time,
+        upstream_response_time: ctx.response_time,
+    });
+}

@@ -1,0 +1,80 @@
+//! Building the Pingora peer for one attempt: the chosen backend, the route's timeouts, the
+//! pool's upstream TLS (verification on unless the config turns it off).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::protocols::ALPN;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::balance::{BackendEntry, Pool, UpstreamTls};
+use crate::config;
+
+/// The per-route timeouts a peer carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    pub idle: Duration,
+}
+
+impl Timeouts {
+    pub fn of(route: &config::Route) -> Timeouts {
+        Timeouts {
+            connect: route.connect_timeout,
+            read: route.read_timeout,
+            write: route.write_timeout,
+            idle: route.idle_timeout,
+        }
+    }
+}
+
+pub fn build_peer(pool: &Pool, backend: &BackendEntry, t: &Timeouts) -> Box<HttpPeer> {
+    let (tls, sni) = match &pool.tls {
+        None => (false, String::new()),
+        Some(UpstreamTls { sni: Some(s), .. }) => (true, s.clone()),
+        // An IP literal sends no SNI; a DNS name sends itself.
+        Some(_) if backend.host.parse::<std::net::IpAddr>().is_ok() => (true, String::new()),
+        Some(_) => (true, backend.host.to_string()),
+    };
+    let mut peer = HttpPeer::new(backend.addr, tls, sni);
+    let o = &mut peer.options;
+    o.connection_timeout = Some(t.connect);
+    o.read_timeout = Some(t.read);
+    o.write_timeout = Some(t.write);
+    o.idle_timeout = Some(t.idle);
+    // HTTP/1.1 upstream with keep-alive, like the seed's `proxy_http_version 1.1`.
+    o.alpn = ALPN::H1;
+    if let Some(up) = &pool.tls {
+        o.verify_cert = up.verify;
+        o.verify_hostname = up.verify;
+        if let Some(ca) = &up.ca {
+            o.ca = Some(ca.clone());
+        }
+    }
+    Box::new(peer)
+}
+
+/// Load a PEM CA bundle for upstream verification.
+pub fn load_ca(path: &std::path::Path) -> Result<Arc<pingora::protocols::tls::CaType>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = pingora::tls::x509::X509::stack_from_pem(&pem)
+        .map_err(|e| format!("{}: not a PEM certificate bundle: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in the bundle", path.display()));
+    }
+    Ok(Arc::new(certs.into_boxed_slice()))
+}
+
+pub fn upstream_tls(cfg: &config::UpstreamTls) -> Result<UpstreamTls, String> {
+    let ca = match &cfg.ca_file {
+        Some(p) => Some(load_ca(p)?),
+        None => None,
+    };
+    Ok(UpstreamTls {
+        verify: cfg.verify,
+        sni: cfg.sni.clone(),
+        ca,
+    })
+}

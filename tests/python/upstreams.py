@@ -1,0 +1,212 @@
+"""Purpose-built HTTP/1.1 upstreams for the gateway tests: real peers on loopback whose timing
+we control (the gateway under test is never mocked).
+
+    python upstreams.py --port P [--name N] [--mode normal|stall]
+
+normal mode routes:
+  GET  /healthz                  200 {"ok":true} (503 after POST /admin/unhealthy)
+  ANY  /whoami                   {"name": N, "port": P}
+  ANY  /echo                     request line, headers and body size as JSON
+  ANY  /sse?n=5&gap_ms=300       text/event-stream, n events `data: {"i":i,"t":...}` spaced gap_ms
+  ANY  /ndjson?n=5&gap_ms=300    application/x-ndjson lines spaced gap_ms
+  ANY  /hold?ms=60000            SSE that stays open ms (comment every second) or until the client goes
+  ANY  /big?size=5000            application/json body of about size bytes
+  ANY  /slow?ms=500              answers after ms
+  GET  /stats                    {"open_streams": n, "closed_by_client": m, "requests": r}
+  POST /admin/unhealthy|healthy  flip /healthz
+stall mode: accepts TCP connections and never answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from urllib.parse import parse_qs, urlsplit
+
+STATS = {"open_streams": 0, "closed_by_client": 0, "requests": 0}
+HEALTHY = {"ok": True}
+
+
+async def read_request(reader: asyncio.StreamReader):
+    line = await reader.readline()
+    if not line:
+        return None
+    method, target, _version = line.decode("latin-1").strip().split(" ", 2)
+    headers: dict[str, str] = {}
+    while True:
+        h = await reader.readline()
+        if h in (b"\r\n", b"\n", b""):
+            break
+        k, _, v = h.decode("latin-1").partition(":")
+        headers[k.strip().lower()] = v.strip()
+    body = b""
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            size = int((await reader.readline()).strip().split(b";")[0], 16)
+            if size == 0:
+                await reader.readline()
+                break
+            body += await reader.readexactly(size)
+            await reader.readline()
+    return method, target, headers, body
+
+
+def head(status: int, ctype: str, length: int | None, extra: str = "") -> bytes:
+    reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}.get(status, "OK")
+    framing = f"Content-Length: {length}\r\n" if length is not None else "Transfer-Encoding: chunked\r\n"
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n{framing}"
+            f"Server: upstream/9.9\r\n{extra}\r\n").encode()
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+async def send_json(writer, status: int, obj) -> None:
+    body = json.dumps(obj).encode()
+    writer.write(head(status, "application/json", len(body)) + body)
+    await writer.drain()
+
+
+async def stream(writer, reader, ctype: str, n: int, gap: float, line) -> bool:
+    """Write n chunks spaced by gap; False when the client went away."""
+    STATS["open_streams"] += 1
+    try:
+        writer.write(head(200, ctype, None, "Cache-Control: no-cache\r\n"))
+        await writer.drain()
+        for i in range(n):
+            if i:
+                await asyncio.sleep(gap)
+            writer.write(chunk(line(i)))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+    except (ConnectionError, OSError):
+        STATS["closed_by_client"] += 1
+        return False
+    finally:
+        STATS["open_streams"] -= 1
+
+
+async def hold(writer, reader, ms: int) -> bool:
+    STATS["open_streams"] += 1
+    try:
+        writer.write(head(200, "text/event-stream", None, "Cache-Control: no-cache\r\n"))
+        writer.write(chunk(b": open\n\n"))
+        await writer.drain()
+        deadline = time.monotonic() + ms / 1000
+        while time.monotonic() < deadline:
+            # Reading tells us at once when the peer closes; a ping write confirms it.
+            try:
+                data = await asyncio.wait_for(reader.read(1), timeout=1.0)
+                if data == b"":
+                    raise ConnectionResetError("peer closed")
+            except asyncio.TimeoutError:
+                pass
+            writer.write(chunk(b": ping\n\n"))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+    except (ConnectionError, OSError):
+        STATS["closed_by_client"] += 1
+        return False
+    finally:
+        STATS["open_streams"] -= 1
+
+
+async def handle(reader, writer, name: str, port: int) -> None:
+    try:
+        while True:
+            req = await read_request(reader)
+            if req is None:
+                break
+            method, target, headers, body = req
+            STATS["requests"] += 1
+            url = urlsplit(target)
+            q = {k: v[0] for k, v in parse_qs(url.query).items()}
+            path = url.path
+            if path == "/healthz":
+                await send_json(writer, 200 if HEALTHY["ok"] else 503, {"ok": HEALTHY["ok"]})
+            elif path == "/admin/unhealthy":
+                HEALTHY["ok"] = False
+                await send_json(writer, 200, {"ok": False})
+            elif path == "/admin/healthy":
+                HEALTHY["ok"] = True
+                await send_json(writer, 200, {"ok": True})
+            elif path == "/whoami":
+                await send_json(writer, 200, {"name": name, "port": port})
+            elif path == "/stats":
+                await send_json(writer, 200, STATS)
+            elif path == "/echo":
+                await send_json(writer, 200, {"method": method, "target": target,
+                                              "headers": headers, "body_len": len(body),
+                                              "name": name})
+            elif path == "/big":
+                size = int(q.get("size", "5000"))
+                payload = json.dumps({"name": name, "data": "x" * size}).encode()
+                writer.write(head(200, "application/json", len(payload)) + payload)
+                await writer.drain()
+            elif path == "/slow":
+                await asyncio.sleep(int(q.get("ms", "500")) / 1000)
+                await send_json(writer, 200, {"name": name, "slept_ms": int(q.get("ms", "500"))})
+            elif path == "/sse":
+                n, gap = int(q.get("n", "5")), int(q.get("gap_ms", "300")) / 1000
+                ok = await stream(writer, reader, "text/event-stream", n, gap,
+                                  lambda i: f'data: {{"i":{i},"t":{time.time()}}}\n\n'.encode())
+                if not ok:
+                    break
+            elif path == "/ndjson":
+                n, gap = int(q.get("n", "5")), int(q.get("gap_ms", "300")) / 1000
+                ok = await stream(writer, reader, "application/x-ndjson", n, gap,
+                                  lambda i: (json.dumps({"i": i, "t": time.time()}) + "\n").encode())
+                if not ok:
+                    break
+            elif path == "/hold":
+                if not await hold(writer, reader, int(q.get("ms", "60000"))):
+                    break
+            else:
+                await send_json(writer, 404, {"error": "no such path", "path": path})
+            if headers.get("connection", "").lower() == "close":
+                break
+    except (ConnectionError, OSError, asyncio.IncompleteReadError, ValueError):
+        pass
+    finally:
+        try:
+            writer.close()
+        except Exception:
+            pass
+
+
+async def stall(reader, writer) -> None:
+    # Accept and never answer: the connection stays open until the peer gives up.
+    try:
+        while await reader.read(65536):
+            pass
+    except (ConnectionError, OSError):
+        pass
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--name", default="upstream")
+    ap.add_argument("--mode", choices=["normal", "stall"], default="normal")
+    args = ap.parse_args()
+    if args.mode == "stall":
+        server = await asyncio.start_server(stall, "127.0.0.1", args.port)
+    else:
+        server = await asyncio.start_server(
+            lambda r, w: handle(r, w, args.name, args.port), "127.0.0.1", args.port)
+    print(f"listening on 127.0.0.1:{args.port} ({args.mode})", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
