@@ -149,7 +149,7 @@ pub fn archive(
             fsio::atomic_write(&p.path, p.rebuilt.as_bytes())?;
             let c = &p.counts;
             progress(
-                2.0 + i as f64 - 1.0 + 1.0,
+                2.0 + i as f64,
                 total,
                 &format!(
                     "applied {}: +{} ~{} -{} →{}",
