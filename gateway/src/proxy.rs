@@ -245,11 +245,28 @@ impl ProxyHttp for GatewayProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        // Pingora's policy, kept: a non-idempotent request that may have reached the backend is
-        // never sent again; an idempotent one only when a reused connection turned out dead.
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
-        {
+        // Never send a non-idempotent request again: it may have reached the backend. An
+        // idempotent one that got no response header (timeout, reset, closed; nginx's default
+        // `proxy_next_upstream error timeout`) goes to another backend; otherwise Pingora's rule:
+        // retry only when a reused keep-alive connection turned out dead.
+        let idempotent = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if !idempotent {
             e.set_retry(false);
+        } else if ctx.header_time.is_none()
+            && matches!(e.esource(), ErrorSource::Upstream)
+            && matches!(
+                e.etype(),
+                ErrorType::ReadTimedout
+                    | ErrorType::WriteTimedout
+                    | ErrorType::ReadError
+                    | ErrorType::WriteError
+                    | ErrorType::ConnectionClosed
+                    | ErrorType::H1Error
+                    | ErrorType::InvalidHTTPHeader
+            )
+        {
+            e.set_retry(true);
         } else {
             e.retry.decide_reuse(client_reused);
         }
@@ -272,7 +289,7 @@ impl ProxyHttp for GatewayProxy {
                 }
             }
             if e.retry() {
-                if ctx.retries_left > 0 {
+                if ctx.retries_left > 0 && pool.select(b"", &ctx.tried).is_some() {
                     ctx.retries_left -= 1;
                     t.metrics.retries.inc();
                 } else {

@@ -299,3 +299,4 @@ pub fn curl(args: &[&str]) -> CurlOut {
         stderr: String::from_utf8_lossy(&out.stderr).to_string(),
     }
 }
+pub mod gateway;
