@@ -4,8 +4,8 @@
 
 use backend::openspec::archive::{self, Counts};
 use backend::openspec::delta;
-use backend::tools::{ErrorCode, NoProgress, Progress, Registry, ToolError, ToolOutput};
 use backend::openspec::Workspace;
+use backend::tools::{ErrorCode, NoProgress, Progress, Registry, ToolError, ToolOutput};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,7 +49,10 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             if p.is_dir() {
                 walk(root, &p, out);
             } else {
-                out.insert(p.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
             }
         }
     }
@@ -79,7 +82,9 @@ fn requirement_names(spec: &str) -> Vec<String> {
 
 /// The text of one requirement block as written (header to the next block or section).
 fn block<'a>(doc: &'a str, name: &str) -> &'a str {
-    let start = doc.find(&format!("### Requirement: {name}\n")).unwrap_or_else(|| panic!("no {name}"));
+    let start = doc
+        .find(&format!("### Requirement: {name}\n"))
+        .unwrap_or_else(|| panic!("no {name}"));
     let rest = &doc[start + 4..];
     let end = [rest.find("\n### Requirement:"), rest.find("\n## ")]
         .into_iter()
@@ -95,7 +100,10 @@ struct Recorder(Mutex<Vec<(f64, Option<f64>, String)>>);
 
 impl Progress for Recorder {
     fn report(&self, progress: f64, total: Option<f64>, message: Option<&str>) {
-        self.0.lock().unwrap().push((progress, total, message.unwrap_or("").to_string()));
+        self.0
+            .lock()
+            .unwrap()
+            .push((progress, total, message.unwrap_or("").to_string()));
     }
 }
 
@@ -110,7 +118,11 @@ fn archive_applies_every_delta_kind_and_moves_the_change() {
 
     let progress = Recorder::default();
     let out = reg
-        .call("change.archive", json!({"slug": "add-two-factor-auth"}), &progress)
+        .call(
+            "change.archive",
+            json!({"slug": "add-two-factor-auth"}),
+            &progress,
+        )
         .unwrap();
     let archived_as = format!("{}-add-two-factor-auth", today());
     assert_eq!(out.structured["archivedAs"], json!(archived_as));
@@ -127,14 +139,35 @@ fn archive_applies_every_delta_kind_and_moves_the_change() {
     let auth = read(root.join("specs/auth/spec.md"));
     assert_eq!(
         requirement_names(&auth),
-        ["Password Sign-In", "Session Expiry", "Account Lockout", "Password Reset", "Two-Factor Authentication"]
+        [
+            "Password Sign-In",
+            "Session Expiry",
+            "Account Lockout",
+            "Password Reset",
+            "Two-Factor Authentication"
+        ]
     );
-    assert_eq!(block(&auth, "Password Sign-In"), block(&auth_delta, "Password Sign-In"));
-    assert_eq!(block(&auth, "Session Expiry"), block(&auth_delta, "Session Expiry"));
+    assert_eq!(
+        block(&auth, "Password Sign-In"),
+        block(&auth_delta, "Password Sign-In")
+    );
+    assert_eq!(
+        block(&auth, "Session Expiry"),
+        block(&auth_delta, "Session Expiry")
+    );
     assert!(!auth.contains("12 hours"));
-    assert_eq!(block(&auth, "Account Lockout"), block(&auth_before, "Account Lockout"));
-    assert_eq!(block(&auth, "Password Reset"), block(&auth_before, "Password Reset"));
-    assert_eq!(block(&auth, "Two-Factor Authentication"), block(&auth_delta, "Two-Factor Authentication"));
+    assert_eq!(
+        block(&auth, "Account Lockout"),
+        block(&auth_before, "Account Lockout")
+    );
+    assert_eq!(
+        block(&auth, "Password Reset"),
+        block(&auth_before, "Password Reset")
+    );
+    assert_eq!(
+        block(&auth, "Two-Factor Authentication"),
+        block(&auth_delta, "Two-Factor Authentication")
+    );
     let head = auth_before.split("## Requirements").next().unwrap();
     assert!(auth.starts_with(head), "title and Purpose are kept");
     assert!(!auth.contains("Password Login"));
@@ -143,29 +176,64 @@ fn archive_applies_every_delta_kind_and_moves_the_change() {
     let audit = read(root.join("specs/audit-log/spec.md"));
     assert_eq!(
         requirement_names(&audit),
-        ["Audit Event Recording", "Audit Log Search", "Security Event Logging", "Signed Audit Export"]
+        [
+            "Audit Event Recording",
+            "Audit Log Search",
+            "Security Event Logging",
+            "Signed Audit Export"
+        ]
     );
     assert!(!audit.contains("Plaintext Log Export"));
-    assert_eq!(block(&audit, "Audit Log Search"), block(&audit_before, "Audit Log Search"));
-    assert_eq!(block(&audit, "Signed Audit Export"), block(&audit_delta, "Signed Audit Export"));
+    assert_eq!(
+        block(&audit, "Audit Log Search"),
+        block(&audit_before, "Audit Log Search")
+    );
+    assert_eq!(
+        block(&audit, "Signed Audit Export"),
+        block(&audit_delta, "Signed Audit Export")
+    );
 
     // Moved, with its files intact.
     assert!(!root.join("changes/add-two-factor-auth").exists());
     assert_eq!(
-        read(root.join("changes/archive").join(&archived_as).join("specs/auth/spec.md")),
+        read(
+            root.join("changes/archive")
+                .join(&archived_as)
+                .join("specs/auth/spec.md")
+        ),
         auth_delta
     );
-    let listed = call(&reg, "change.list", json!({"include_archived": true})).unwrap().structured;
-    assert!(!listed["changes"].as_array().unwrap().iter().any(|c| c["slug"] == "add-two-factor-auth"));
-    assert!(listed["archived"].as_array().unwrap().iter().any(|c| c["name"] == json!(archived_as)));
+    let listed = call(&reg, "change.list", json!({"include_archived": true}))
+        .unwrap()
+        .structured;
+    assert!(!listed["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["slug"] == "add-two-factor-auth"));
+    assert!(listed["archived"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == json!(archived_as)));
 
     // Progress: validate, one step per capability, move; increasing, ending at total.
     let steps = progress.0.lock().unwrap().clone();
     assert_eq!(steps.len(), 5, "{steps:?}");
     assert!(steps.windows(2).all(|w| w[0].0 < w[1].0), "{steps:?}");
     assert_eq!(steps.last().unwrap().0, steps.last().unwrap().1.unwrap());
-    assert!(steps.iter().any(|s| s.2.contains("applied auth")), "{steps:?}");
-    assert!(steps.last().unwrap().2.contains("moved to changes/archive/"), "{steps:?}");
+    assert!(
+        steps.iter().any(|s| s.2.contains("applied auth")),
+        "{steps:?}"
+    );
+    assert!(
+        steps
+            .last()
+            .unwrap()
+            .2
+            .contains("moved to changes/archive/"),
+        "{steps:?}"
+    );
 }
 
 #[test]
@@ -174,7 +242,10 @@ fn archiving_again_is_not_found_and_points_to_the_archive() {
     call(&reg, "change.archive", json!({"slug": "add-webhooks"})).unwrap();
     let err = call(&reg, "change.archive", json!({"slug": "add-webhooks"})).unwrap_err();
     assert_eq!(err.code, ErrorCode::NotFound);
-    assert!(err.hint.unwrap_or_default().contains(&format!("{}-add-webhooks", today())));
+    assert!(err
+        .hint
+        .unwrap_or_default()
+        .contains(&format!("{}-add-webhooks", today())));
 }
 
 #[test]
@@ -185,36 +256,84 @@ fn new_capability_gets_a_new_spec_file() {
     let out = call(&reg, "change.archive", json!({"slug": "add-webhooks"})).unwrap();
     assert_eq!(out.structured["specs"][0]["created"], json!(true));
     let spec = read(root.join("specs/webhooks/spec.md"));
-    assert!(spec.starts_with("# webhooks Specification\n\n## Purpose\n"), "{spec}");
-    assert_eq!(requirement_names(&spec), ["Webhook Registration", "Signed Delivery", "Delivery Retries"]);
+    assert!(
+        spec.starts_with("# webhooks Specification\n\n## Purpose\n"),
+        "{spec}"
+    );
+    assert_eq!(
+        requirement_names(&spec),
+        [
+            "Webhook Registration",
+            "Signed Delivery",
+            "Delivery Retries"
+        ]
+    );
     let listed = call(&reg, "spec.list", json!({})).unwrap().structured;
-    assert!(listed["specs"].as_array().unwrap().iter().any(|s| s["capability"] == "webhooks"));
-    let opened = call(&reg, "spec.open", json!({"capability": "webhooks"})).unwrap().structured;
-    assert_eq!(opened["requirements"][1]["scenarios"], json!(["Receiver verifies the signature"]));
+    assert!(listed["specs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["capability"] == "webhooks"));
+    let opened = call(&reg, "spec.open", json!({"capability": "webhooks"}))
+        .unwrap()
+        .structured;
+    assert_eq!(
+        opened["requirements"][1]["scenarios"],
+        json!(["Receiver verifies the signature"])
+    );
 }
 
 #[test]
 fn invalid_delta_names_the_requirement_and_changes_nothing() {
     let (dir, reg) = workspace();
     let before = snapshot(dir.path());
-    let err = call(&reg, "change.archive", json!({"slug": "rework-notification-digest"})).unwrap_err();
+    let err = call(
+        &reg,
+        "change.archive",
+        json!({"slug": "rework-notification-digest"}),
+    )
+    .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidInput);
     assert!(err.message.contains("notifications"), "{}", err.message);
-    assert!(err.message.contains("MODIFIED requirement \"Daily Digest Email\" does not exist"), "{}", err.message);
-    assert_eq!(snapshot(dir.path()), before, "every file byte-identical, nothing added");
+    assert!(
+        err.message
+            .contains("MODIFIED requirement \"Daily Digest Email\" does not exist"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        snapshot(dir.path()),
+        before,
+        "every file byte-identical, nothing added"
+    );
 }
 
 #[test]
 fn unchecked_tasks_refuse_until_forced() {
     let (dir, reg) = workspace();
     let before = snapshot(dir.path());
-    let err = call(&reg, "change.archive", json!({"slug": "add-task-due-dates"})).unwrap_err();
+    let err = call(
+        &reg,
+        "change.archive",
+        json!({"slug": "add-task-due-dates"}),
+    )
+    .unwrap_err();
     assert_eq!(err.code, ErrorCode::Conflict);
-    assert!(err.message.contains("4 of 6 tasks unchecked (1.3, 2.1, 2.2, 3.1)"), "{}", err.message);
+    assert!(
+        err.message
+            .contains("4 of 6 tasks unchecked (1.3, 2.1, 2.2, 3.1)"),
+        "{}",
+        err.message
+    );
     assert!(err.hint.unwrap_or_default().contains("force"));
     assert_eq!(snapshot(dir.path()), before);
 
-    let out = call(&reg, "change.archive", json!({"slug": "add-task-due-dates", "force": true})).unwrap();
+    let out = call(
+        &reg,
+        "change.archive",
+        json!({"slug": "add-task-due-dates", "force": true}),
+    )
+    .unwrap();
     assert_eq!(out.structured["forced"], json!(true));
     assert_eq!(out.structured["uncheckedTasks"], json!(4));
     let tasks = read(os(&dir).join("specs/task-api/spec.md"));
@@ -231,7 +350,12 @@ fn failure_after_writing_restores_every_spec() {
     std::fs::remove_dir_all(root.join("changes/archive")).unwrap();
     std::fs::write(root.join("changes/archive"), "not a folder").unwrap();
     let before = snapshot(dir.path());
-    let err = call(&reg, "change.archive", json!({"slug": "add-two-factor-auth"})).unwrap_err();
+    let err = call(
+        &reg,
+        "change.archive",
+        json!({"slug": "add-two-factor-auth"}),
+    )
+    .unwrap_err();
     assert_eq!(err.code, ErrorCode::Internal, "{err:?}");
     assert_eq!(snapshot(dir.path()), before);
 
@@ -268,7 +392,15 @@ fn apply_order_is_renamed_removed_modified_added() {
         req("Alpha Prime", "The system SHALL alpha, better.")
     );
     let (out, counts) = apply(&delta_text, Some(MAIN)).unwrap();
-    assert_eq!(counts, Counts { added: 1, modified: 1, removed: 1, renamed: 1 });
+    assert_eq!(
+        counts,
+        Counts {
+            added: 1,
+            modified: 1,
+            removed: 1,
+            renamed: 1
+        }
+    );
     let expected = format!(
         "# demo Specification\n\n## Purpose\nDemo.\n\n## Requirements\n\n{}\n{}\n{}",
         req("Alpha Prime", "The system SHALL alpha, better."),
@@ -282,7 +414,10 @@ fn apply_order_is_renamed_removed_modified_added() {
 fn renamed_keeps_the_body_in_place() {
     let delta_text = "## RENAMED Requirements\n- FROM: `### Requirement: Beta`\n- TO: `### Requirement: Bravo`\n";
     let (out, _) = apply(delta_text, Some(MAIN)).unwrap();
-    assert_eq!(out, MAIN.replace("### Requirement: Beta", "### Requirement: Bravo"));
+    assert_eq!(
+        out,
+        MAIN.replace("### Requirement: Beta", "### Requirement: Bravo")
+    );
 }
 
 #[test]
@@ -322,21 +457,35 @@ fn delta_errors_name_the_requirement() {
     ];
     for (delta_text, want) in cases {
         let err = apply(&delta_text, Some(MAIN)).unwrap_err();
-        assert!(err.contains(want), "want {want:?} in {err:?}\nfor delta:\n{delta_text}");
+        assert!(
+            err.contains(want),
+            "want {want:?} in {err:?}\nfor delta:\n{delta_text}"
+        );
         assert!(err.starts_with("demo: "), "names the capability: {err}");
     }
 }
 
 #[test]
 fn new_capability_takes_only_added() {
-    let err = apply(&format!("## MODIFIED Requirements\n\n{}", req("Alpha", "x")), None).unwrap_err();
+    let err = apply(
+        &format!("## MODIFIED Requirements\n\n{}", req("Alpha", "x")),
+        None,
+    )
+    .unwrap_err();
     assert!(err.contains("a new capability takes only ADDED"), "{err}");
     let err = apply("## REMOVED Requirements\n### Requirement: Alpha\n", None).unwrap_err();
     assert!(err.contains("REMOVED requirement \"Alpha\""), "{err}");
-    let (out, counts) = apply(&format!("## ADDED Requirements\n\n{}", req("First", "x")), None).unwrap();
+    let (out, counts) = apply(
+        &format!("## ADDED Requirements\n\n{}", req("First", "x")),
+        None,
+    )
+    .unwrap();
     assert_eq!(counts.added, 1);
     assert!(out.starts_with("# demo Specification\n\n## Purpose\n"));
-    assert!(out.ends_with(&format!("## Requirements\n\n{}", req("First", "x"))), "{out}");
+    assert!(
+        out.ends_with(&format!("## Requirements\n\n{}", req("First", "x"))),
+        "{out}"
+    );
 }
 
 // ---- exactly once, across threads and processes ---------------------------------------------
@@ -351,7 +500,11 @@ fn two_threads_archiving_the_same_change_one_wins() {
             let (reg, barrier) = (reg.clone(), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                call(&reg, "change.archive", json!({"slug": "add-two-factor-auth"}))
+                call(
+                    &reg,
+                    "change.archive",
+                    json!({"slug": "add-two-factor-auth"}),
+                )
             })
         })
         .collect();
@@ -363,7 +516,11 @@ fn two_threads_archiving_the_same_change_one_wins() {
     assert_eq!(conflicts[0].code, ErrorCode::Conflict, "{:?}", conflicts[0]);
     // Applied once: the ADDED requirement appears once.
     let auth = read(os(&dir).join("specs/auth/spec.md"));
-    assert_eq!(auth.matches("### Requirement: Two-Factor Authentication").count(), 1);
+    assert_eq!(
+        auth.matches("### Requirement: Two-Factor Authentication")
+            .count(),
+        1
+    );
 }
 
 const CHILD_ENV: &str = "OPENSPEC_ARCHIVE_CHILD_WS";
@@ -381,7 +538,11 @@ fn archive_child_process() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let reg = Registry::new(Workspace::open(&ws).unwrap());
-    match call(&reg, "change.archive", json!({"slug": "add-two-factor-auth"})) {
+    match call(
+        &reg,
+        "change.archive",
+        json!({"slug": "add-two-factor-auth"}),
+    ) {
         Ok(out) => println!("CHILD-RESULT ok {}", out.structured["archivedAs"]),
         Err(e) => println!("CHILD-RESULT {} {}", e.code.as_str(), e.message),
     }
@@ -394,7 +555,13 @@ fn two_processes_archiving_the_same_change_one_wins() {
     let children: Vec<_> = (0..2)
         .map(|_| {
             std::process::Command::new(&exe)
-                .args(["--exact", "archive_child_process", "--ignored", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "archive_child_process",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env(CHILD_ENV, dir.path())
                 .stdout(std::process::Stdio::piped())
                 .spawn()
@@ -404,7 +571,13 @@ fn two_processes_archiving_the_same_change_one_wins() {
     let ready = || {
         std::fs::read_dir(dir.path())
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("ready-"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("ready-")
+            })
             .count()
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -425,9 +598,30 @@ fn two_processes_archiving_the_same_change_one_wins() {
                 .unwrap_or_else(|| panic!("{stdout}"))
         })
         .collect();
-    assert_eq!(outputs.iter().filter(|l| l.starts_with("CHILD-RESULT ok")).count(), 1, "{outputs:?}");
-    assert_eq!(outputs.iter().filter(|l| l.starts_with("CHILD-RESULT CONFLICT")).count(), 1, "{outputs:?}");
+    assert_eq!(
+        outputs
+            .iter()
+            .filter(|l| l.starts_with("CHILD-RESULT ok"))
+            .count(),
+        1,
+        "{outputs:?}"
+    );
+    assert_eq!(
+        outputs
+            .iter()
+            .filter(|l| l.starts_with("CHILD-RESULT CONFLICT"))
+            .count(),
+        1,
+        "{outputs:?}"
+    );
     let auth = read(os(&dir).join("specs/auth/spec.md"));
-    assert_eq!(auth.matches("### Requirement: Two-Factor Authentication").count(), 1);
-    assert!(!os(&dir).join("changes/.openspec.lock").exists(), "lock released");
+    assert_eq!(
+        auth.matches("### Requirement: Two-Factor Authentication")
+            .count(),
+        1
+    );
+    assert!(
+        !os(&dir).join("changes/.openspec.lock").exists(),
+        "lock released"
+    );
 }

@@ -47,13 +47,24 @@ fn registry_lists_the_seven_tools_with_object_schemas() {
     let names: Vec<&str> = reg.list().iter().map(|d| d.name).collect();
     assert_eq!(
         names,
-        ["change.list", "change.open", "change.archive", "task.list", "task.update", "spec.list", "spec.open"]
+        [
+            "change.list",
+            "change.open",
+            "change.archive",
+            "task.list",
+            "task.update",
+            "spec.list",
+            "spec.open"
+        ]
     );
     for def in reg.list() {
         assert_eq!(def.input_schema["type"], "object", "{}", def.name);
         assert!(!def.description.is_empty());
     }
-    assert_eq!(reg.get("task.update").unwrap().input_schema["required"], json!(["slug", "id", "done"]));
+    assert_eq!(
+        reg.get("task.update").unwrap().input_schema["required"],
+        json!(["slug", "id", "done"])
+    );
     assert!(reg.get("nope").is_none());
 }
 
@@ -66,8 +77,13 @@ fn workspace_opens_from_project_root_or_openspec_folder() {
     assert!(a.check_readable().is_ok());
     let empty = tempfile::tempdir().unwrap();
     let e = Workspace::open(empty.path()).unwrap_err().to_string();
-    assert!(e.contains(&empty.path().display().to_string()) && e.contains("no openspec/"), "{e}");
-    let e = Workspace::open(&empty.path().join("missing")).unwrap_err().to_string();
+    assert!(
+        e.contains(&empty.path().display().to_string()) && e.contains("no openspec/"),
+        "{e}"
+    );
+    let e = Workspace::open(&empty.path().join("missing"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing"), "{e}");
 }
 
@@ -85,7 +101,12 @@ fn change_list_shows_titles_and_progress() {
         ])
     );
     assert!(out.structured.get("archived").is_none());
-    assert!(out.text.contains("add-task-due-dates: Add due dates to tasks [2/6 tasks]"), "{}", out.text);
+    assert!(
+        out.text
+            .contains("add-task-due-dates: Add due dates to tasks [2/6 tasks]"),
+        "{}",
+        out.text
+    );
 
     let out = call(&reg, "change.list", json!({"include_archived": true})).unwrap();
     assert_eq!(
@@ -100,49 +121,97 @@ fn change_list_shows_titles_and_progress() {
 #[test]
 fn change_open_returns_proposal_design_tasks_and_deltas() {
     let (_dir, reg) = workspace();
-    let out = call(&reg, "change.open", json!({"slug": "add-two-factor-auth"})).unwrap().structured;
+    let out = call(&reg, "change.open", json!({"slug": "add-two-factor-auth"}))
+        .unwrap()
+        .structured;
     assert_eq!(out["title"], "Add two-factor authentication");
-    assert!(out["proposal"].as_str().unwrap().starts_with("# Change: Add two-factor authentication"));
-    assert!(out["design"].as_str().unwrap().contains("TOTP (RFC 6238) first"));
-    assert_eq!(out["tasks"][2], json!({"id": "1.3", "text": "Challenge step after password sign-in, with a 5 minute Redis TTL", "done": true, "section": "1. Second factor"}));
+    assert!(out["proposal"]
+        .as_str()
+        .unwrap()
+        .starts_with("# Change: Add two-factor authentication"));
+    assert!(out["design"]
+        .as_str()
+        .unwrap()
+        .contains("TOTP (RFC 6238) first"));
+    assert_eq!(
+        out["tasks"][2],
+        json!({"id": "1.3", "text": "Challenge step after password sign-in, with a 5 minute Redis TTL", "done": true, "section": "1. Second factor"})
+    );
     assert_eq!(out["progress"], json!({"done": 8, "total": 8}));
     let deltas = out["deltas"].as_array().unwrap();
     assert_eq!(deltas.len(), 2);
     let audit = &deltas[0];
     assert_eq!(audit["capability"], "audit-log");
     assert_eq!(audit["removed"][0]["name"], "Plaintext Log Export");
-    assert!(audit["removed"][0]["text"].as_str().unwrap().starts_with("**Reason**: Plain text exports"));
+    assert!(audit["removed"][0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("**Reason**: Plain text exports"));
     let auth = &deltas[1];
-    assert_eq!(auth["renamed"], json!([{"from": "Password Login", "to": "Password Sign-In"}]));
+    assert_eq!(
+        auth["renamed"],
+        json!([{"from": "Password Login", "to": "Password Sign-In"}])
+    );
     assert_eq!(auth["modified"][1]["name"], "Session Expiry");
-    assert_eq!(auth["modified"][1]["scenarios"], json!(["Idle session", "Absolute limit"]));
-    assert!(auth["added"][0]["text"].as_str().unwrap().starts_with("The system SHALL support time-based one-time passwords"));
+    assert_eq!(
+        auth["modified"][1]["scenarios"],
+        json!(["Idle session", "Absolute limit"])
+    );
+    assert!(auth["added"][0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("The system SHALL support time-based one-time passwords"));
 
-    let no_design = call(&reg, "change.open", json!({"slug": "add-webhooks"})).unwrap().structured;
+    let no_design = call(&reg, "change.open", json!({"slug": "add-webhooks"}))
+        .unwrap()
+        .structured;
     assert_eq!(no_design["design"], Value::Null);
 }
 
 #[test]
 fn task_list_and_update_tick_one_checkbox_atomically() {
     let (dir, reg) = workspace();
-    let path = dir.path().join("openspec/changes/add-task-due-dates/tasks.md");
+    let path = dir
+        .path()
+        .join("openspec/changes/add-task-due-dates/tasks.md");
     let before = std::fs::read_to_string(&path).unwrap();
-    let listed = call(&reg, "task.list", json!({"slug": "add-task-due-dates"})).unwrap().structured;
+    let listed = call(&reg, "task.list", json!({"slug": "add-task-due-dates"}))
+        .unwrap()
+        .structured;
     assert_eq!(listed["progress"], json!({"done": 2, "total": 6}));
     assert_eq!(listed["tasks"][2]["id"], "1.3");
     assert_eq!(listed["tasks"][2]["done"], false);
 
-    let out = call(&reg, "task.update", json!({"slug": "add-task-due-dates", "id": "1.3", "done": true})).unwrap();
+    let out = call(
+        &reg,
+        "task.update",
+        json!({"slug": "add-task-due-dates", "id": "1.3", "done": true}),
+    )
+    .unwrap();
     assert_eq!(out.structured["changed"], true);
     assert_eq!(out.structured["task"]["done"], true);
     assert_eq!(out.structured["progress"], json!({"done": 3, "total": 6}));
     let after = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(after, before.replacen("- [ ] 1.3 Sort", "- [x] 1.3 Sort", 1), "only that checkbox changed");
+    assert_eq!(
+        after,
+        before.replacen("- [ ] 1.3 Sort", "- [x] 1.3 Sort", 1),
+        "only that checkbox changed"
+    );
 
     // Idempotent, then back.
-    let again = call(&reg, "task.update", json!({"slug": "add-task-due-dates", "id": "1.3", "done": true})).unwrap();
+    let again = call(
+        &reg,
+        "task.update",
+        json!({"slug": "add-task-due-dates", "id": "1.3", "done": true}),
+    )
+    .unwrap();
     assert_eq!(again.structured["changed"], false);
-    call(&reg, "task.update", json!({"slug": "add-task-due-dates", "id": "1.3", "done": false})).unwrap();
+    call(
+        &reg,
+        "task.update",
+        json!({"slug": "add-task-due-dates", "id": "1.3", "done": false}),
+    )
+    .unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
 
     // No temp files or lock left behind.
@@ -154,7 +223,11 @@ fn task_list_and_update_tick_one_checkbox_atomically() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(!dir.path().join("openspec/changes/.openspec.lock").exists());
 
-    let e = err(&reg, "task.update", json!({"slug": "add-task-due-dates", "id": "9.9", "done": true}));
+    let e = err(
+        &reg,
+        "task.update",
+        json!({"slug": "add-task-due-dates", "id": "9.9", "done": true}),
+    );
     assert_eq!(e.code, ErrorCode::NotFound);
     assert!(e.message.contains("task 9.9"), "{}", e.message);
 }
@@ -169,13 +242,23 @@ fn concurrent_task_updates_lose_nothing() {
         .map(|id| {
             let reg = reg.clone();
             let id = id.to_string();
-            std::thread::spawn(move || call(&reg, "task.update", json!({"slug": "add-task-due-dates", "id": id, "done": true})))
+            std::thread::spawn(move || {
+                call(
+                    &reg,
+                    "task.update",
+                    json!({"slug": "add-task-due-dates", "id": id, "done": true}),
+                )
+            })
         })
         .collect();
     for h in handles {
         h.join().unwrap().unwrap();
     }
-    let text = std::fs::read_to_string(dir.path().join("openspec/changes/add-task-due-dates/tasks.md")).unwrap();
+    let text = std::fs::read_to_string(
+        dir.path()
+            .join("openspec/changes/add-task-due-dates/tasks.md"),
+    )
+    .unwrap();
     assert!(!text.contains("- [ ]"), "{text}");
 }
 
@@ -193,9 +276,15 @@ fn spec_list_and_open() {
         ])
     );
     let auth = call(&reg, "spec.open", json!({"capability": "auth"})).unwrap();
-    assert!(auth.structured["purpose"].as_str().unwrap().starts_with("How people prove who they are"));
+    assert!(auth.structured["purpose"]
+        .as_str()
+        .unwrap()
+        .starts_with("How people prove who they are"));
     assert_eq!(auth.structured["requirements"][0]["name"], "Password Login");
-    assert_eq!(auth.structured["requirements"][0]["scenarios"], json!(["Valid credentials", "Wrong password"]));
+    assert_eq!(
+        auth.structured["requirements"][0]["scenarios"],
+        json!(["Valid credentials", "Wrong password"])
+    );
     assert!(auth.text.starts_with("# auth Specification"));
     let e = err(&reg, "spec.open", json!({"capability": "billing"}));
     assert_eq!(e.code, ErrorCode::NotFound);
@@ -206,8 +295,14 @@ fn unknown_tool_lists_the_tools() {
     let (_dir, reg) = workspace();
     let e = err(&reg, "change.delete", json!({}));
     assert_eq!(e.code, ErrorCode::UnknownTool);
-    assert_eq!((e.code.as_str(), e.code.http_status()), ("UNKNOWN_TOOL", 404));
-    assert!(e.hint.unwrap().contains("change.list, change.open, change.archive"));
+    assert_eq!(
+        (e.code.as_str(), e.code.http_status()),
+        ("UNKNOWN_TOOL", 404)
+    );
+    assert!(e
+        .hint
+        .unwrap()
+        .contains("change.list, change.open, change.archive"));
 }
 
 #[test]
@@ -215,19 +310,51 @@ fn invalid_input_names_the_field() {
     let (_dir, reg) = workspace();
     let cases = [
         ("change.open", json!({}), "input.slug: required"),
-        ("change.open", json!({"slug": 7}), "input.slug: must be a string"),
-        ("change.open", json!({"slug": "Add_Thing"}), "input.slug: must match ^[a-z0-9][a-z0-9-]{0,63}$"),
-        ("change.open", json!({"slug": "x", "slgu": 1}), "input.slgu: unknown field"),
-        ("change.archive", json!({"slug": "add-webhooks", "force": "yes"}), "input.force: must be a boolean"),
-        ("task.update", json!({"slug": "add-webhooks", "id": "one", "done": true}), "input.id: must match"),
-        ("task.update", json!({"slug": "add-webhooks", "id": "1.1"}), "input.done: required"),
+        (
+            "change.open",
+            json!({"slug": 7}),
+            "input.slug: must be a string",
+        ),
+        (
+            "change.open",
+            json!({"slug": "Add_Thing"}),
+            "input.slug: must match ^[a-z0-9][a-z0-9-]{0,63}$",
+        ),
+        (
+            "change.open",
+            json!({"slug": "x", "slgu": 1}),
+            "input.slgu: unknown field",
+        ),
+        (
+            "change.archive",
+            json!({"slug": "add-webhooks", "force": "yes"}),
+            "input.force: must be a boolean",
+        ),
+        (
+            "task.update",
+            json!({"slug": "add-webhooks", "id": "one", "done": true}),
+            "input.id: must match",
+        ),
+        (
+            "task.update",
+            json!({"slug": "add-webhooks", "id": "1.1"}),
+            "input.done: required",
+        ),
         ("change.list", json!([1]), "input: must be an object"),
-        ("spec.open", json!({"capability": ""}), "input.capability: must match"),
+        (
+            "spec.open",
+            json!({"capability": ""}),
+            "input.capability: must match",
+        ),
     ];
     for (tool, input, want) in cases {
         let e = err(&reg, tool, input.clone());
         assert_eq!(e.code, ErrorCode::InvalidInput, "{tool} {input}");
-        assert!(e.message.starts_with(want), "{tool} {input}: {:?} does not start with {want:?}", e.message);
+        assert!(
+            e.message.starts_with(want),
+            "{tool} {input}: {:?} does not start with {want:?}",
+            e.message
+        );
     }
     // Absent input is an empty object.
     call(&reg, "spec.list", Value::Null).unwrap();
@@ -240,7 +367,11 @@ fn path_escapes_are_refused() {
     for slug in ["../specs", "..", "/etc", "a/../../b", "changes/../x"] {
         let e = err(&reg, "change.open", json!({"slug": slug}));
         assert_eq!(e.code, ErrorCode::InvalidInput, "{slug}");
-        assert!(e.message.starts_with("input.slug: must match"), "{slug}: {}", e.message);
+        assert!(
+            e.message.starts_with("input.slug: must match"),
+            "{slug}: {}",
+            e.message
+        );
     }
     let e = err(&reg, "spec.open", json!({"capability": "../../etc"}));
     assert!(e.message.contains("`..` are not allowed"), "{}", e.message);
@@ -256,7 +387,11 @@ fn path_escapes_are_refused() {
     assert!(e.message.contains("outside the workspace"), "{}", e.message);
     // ... and skipped by the listing.
     let listed = call(&reg, "change.list", json!({})).unwrap().structured;
-    assert!(!listed["changes"].as_array().unwrap().iter().any(|c| c["slug"] == "evil"));
+    assert!(!listed["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["slug"] == "evil"));
 
     std::fs::create_dir(root.join("specs/passwd")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", root.join("specs/passwd/spec.md")).unwrap();
@@ -268,18 +403,30 @@ fn path_escapes_are_refused() {
     std::os::unix::fs::symlink("/etc/hostname", &tasks).unwrap();
     let e = err(&reg, "task.list", json!({"slug": "add-webhooks"}));
     assert!(e.message.contains("outside the workspace"), "{}", e.message);
-    let e = err(&reg, "task.update", json!({"slug": "add-webhooks", "id": "1.1", "done": false}));
+    let e = err(
+        &reg,
+        "task.update",
+        json!({"slug": "add-webhooks", "id": "1.1", "done": false}),
+    );
     assert!(e.message.contains("outside the workspace"), "{}", e.message);
 
     // A delta folder linked outside cannot be applied either.
     let delta = root.join("changes/add-webhooks/specs/webhooks");
     std::fs::remove_dir_all(&delta).unwrap();
     std::os::unix::fs::symlink("/etc", &delta).unwrap();
-    let e = err(&reg, "change.archive", json!({"slug": "add-webhooks", "force": true}));
+    let e = err(
+        &reg,
+        "change.archive",
+        json!({"slug": "add-webhooks", "force": true}),
+    );
     assert!(e.message.contains("outside the workspace"), "{}", e.message);
 
     // A symlink that stays inside the workspace is fine.
-    std::os::unix::fs::symlink(root.join("changes/add-task-due-dates"), root.join("changes/due-dates-alias")).unwrap();
+    std::os::unix::fs::symlink(
+        root.join("changes/add-task-due-dates"),
+        root.join("changes/due-dates-alias"),
+    )
+    .unwrap();
     let out = call(&reg, "change.open", json!({"slug": "due-dates-alias"})).unwrap();
     assert_eq!(out.structured["title"], "Add due dates to tasks");
 }

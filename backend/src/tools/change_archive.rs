@@ -27,13 +27,21 @@ impl Tool for ChangeArchive {
         }
     }
 
-    fn call(&self, ws: &Workspace, input: &Input, progress: &dyn Progress) -> Result<ToolOutput, ToolError> {
+    fn call(
+        &self,
+        ws: &Workspace,
+        input: &Input,
+        progress: &dyn Progress,
+    ) -> Result<ToolOutput, ToolError> {
         let slug = input.name("slug")?;
         let force = input.opt_bool("force")?.unwrap_or(false);
         let report = archive::archive(ws, slug, force, &|step, total, msg| {
             progress.report(step, Some(total), Some(msg))
         })?;
-        let mut text = format!("Archived {} as changes/archive/{}\n", report.slug, report.archived_as);
+        let mut text = format!(
+            "Archived {} as changes/archive/{}\n",
+            report.slug, report.archived_as
+        );
         if report.forced {
             let _ = writeln!(text, "(forced with {} unchecked task(s))", report.unchecked);
         }

@@ -10,7 +10,8 @@ impl Tool for ChangeList {
         ToolDef {
             name: "change.list",
             title: "List changes",
-            description: "Active OpenSpec changes with their title and task progress (done/total); \
+            description:
+                "Active OpenSpec changes with their title and task progress (done/total); \
                           archived ones too when include_archived is true.",
             input_schema: json!({
                 "type": "object",
@@ -24,12 +25,21 @@ impl Tool for ChangeList {
         }
     }
 
-    fn call(&self, ws: &Workspace, input: &Input, _: &dyn Progress) -> Result<ToolOutput, ToolError> {
+    fn call(
+        &self,
+        ws: &Workspace,
+        input: &Input,
+        _: &dyn Progress,
+    ) -> Result<ToolOutput, ToolError> {
         let include_archived = input.opt_bool("include_archived")?.unwrap_or(false);
         let changes = ws.list_changes()?;
         let mut text = format!("{} active change(s)\n", changes.len());
         for c in &changes {
-            let _ = writeln!(text, "- {}: {} [{}/{} tasks]", c.slug, c.title, c.done, c.total);
+            let _ = writeln!(
+                text,
+                "- {}: {} [{}/{} tasks]",
+                c.slug, c.title, c.done, c.total
+            );
         }
         let mut structured = json!({
             "changes": changes.iter().map(|c| json!({
@@ -44,7 +54,9 @@ impl Tool for ChangeList {
             }
             structured["archived"] = archived
                 .iter()
-                .map(|a| json!({ "name": a.name, "slug": a.slug, "date": a.date, "title": a.title }))
+                .map(
+                    |a| json!({ "name": a.name, "slug": a.slug, "date": a.date, "title": a.title }),
+                )
                 .collect();
         }
         Ok(ToolOutput { structured, text })

@@ -22,11 +22,19 @@ impl Tool for ChangeOpen {
         }
     }
 
-    fn call(&self, ws: &Workspace, input: &Input, _: &dyn Progress) -> Result<ToolOutput, ToolError> {
+    fn call(
+        &self,
+        ws: &Workspace,
+        input: &Input,
+        _: &dyn Progress,
+    ) -> Result<ToolOutput, ToolError> {
         let slug = input.name("slug")?;
         let change = ws.open_change(slug)?;
         let (done, total) = tasks::progress(&change.tasks);
-        let mut text = format!("{} ({}): {done}/{total} tasks done\n", change.title, change.slug);
+        let mut text = format!(
+            "{} ({}): {done}/{total} tasks done\n",
+            change.title, change.slug
+        );
         for d in &change.deltas {
             let p = &d.plan;
             let _ = writeln!(

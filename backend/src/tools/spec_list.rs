@@ -20,7 +20,11 @@ impl Tool for SpecList {
         let specs = ws.list_specs()?;
         let mut text = format!("{} spec(s)\n", specs.len());
         for s in &specs {
-            let _ = writeln!(text, "- {}: {} ({} requirements)", s.capability, s.title, s.requirements);
+            let _ = writeln!(
+                text,
+                "- {}: {} ({} requirements)",
+                s.capability, s.title, s.requirements
+            );
         }
         let structured = json!({
             "specs": specs.iter().map(|s| json!({

@@ -23,7 +23,12 @@ impl Tool for SpecOpen {
         }
     }
 
-    fn call(&self, ws: &Workspace, input: &Input, _: &dyn Progress) -> Result<ToolOutput, ToolError> {
+    fn call(
+        &self,
+        ws: &Workspace,
+        input: &Input,
+        _: &dyn Progress,
+    ) -> Result<ToolOutput, ToolError> {
         let capability = input.name("capability")?;
         let spec = ws.open_spec(capability)?;
         let structured = json!({
@@ -33,6 +38,9 @@ impl Tool for SpecOpen {
             "requirements": spec.requirements.iter().map(views::requirement).collect::<Vec<_>>(),
             "content": spec.content,
         });
-        Ok(ToolOutput { structured, text: spec.content })
+        Ok(ToolOutput {
+            structured,
+            text: spec.content,
+        })
     }
 }

@@ -10,7 +10,8 @@ impl Tool for TaskList {
         ToolDef {
             name: "task.list",
             title: "List a change's tasks",
-            description: "The checkbox tasks of a change's tasks.md: id (like \"1.3\"), text, done, section.",
+            description:
+                "The checkbox tasks of a change's tasks.md: id (like \"1.3\"), text, done, section.",
             input_schema: json!({
                 "type": "object",
                 "properties": { "slug": views::slug_schema() },
@@ -21,7 +22,12 @@ impl Tool for TaskList {
         }
     }
 
-    fn call(&self, ws: &Workspace, input: &Input, _: &dyn Progress) -> Result<ToolOutput, ToolError> {
+    fn call(
+        &self,
+        ws: &Workspace,
+        input: &Input,
+        _: &dyn Progress,
+    ) -> Result<ToolOutput, ToolError> {
         let slug = input.name("slug")?;
         let (_, content) = ws.read_tasks(slug)?;
         let list = content.as_deref().map(tasks::parse).unwrap_or_default();

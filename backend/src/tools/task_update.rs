@@ -10,7 +10,8 @@ impl Tool for TaskUpdate {
         ToolDef {
             name: "task.update",
             title: "Tick or untick a task",
-            description: "Sets one checkbox in a change's tasks.md (atomically, under the workspace lock).",
+            description:
+                "Sets one checkbox in a change's tasks.md (atomically, under the workspace lock).",
             input_schema: json!({
                 "type": "object",
                 "properties": {
@@ -26,7 +27,12 @@ impl Tool for TaskUpdate {
         }
     }
 
-    fn call(&self, ws: &Workspace, input: &Input, _: &dyn Progress) -> Result<ToolOutput, ToolError> {
+    fn call(
+        &self,
+        ws: &Workspace,
+        input: &Input,
+        _: &dyn Progress,
+    ) -> Result<ToolOutput, ToolError> {
         let slug = input.name("slug")?;
         let id = input.task_id("id")?;
         let done = input.bool("done")?;
@@ -35,7 +41,8 @@ impl Tool for TaskUpdate {
         // from writing into a change an archive is moving.
         let _lock = WorkspaceLock::acquire(&ws.changes_dir(), archive::LOCK_WAIT)?;
         let (path, content) = ws.read_tasks(slug)?;
-        let content = content.ok_or_else(|| Error::not_found(format!("change {slug}: no tasks.md")))?;
+        let content =
+            content.ok_or_else(|| Error::not_found(format!("change {slug}: no tasks.md")))?;
         let (task, changed, list) = match tasks::set_done(&content, id, done)? {
             Some((updated, task)) => {
                 fsio::atomic_write(&path, updated.as_bytes())?;
@@ -44,7 +51,11 @@ impl Tool for TaskUpdate {
             None => {
                 let list = tasks::parse(&content);
                 let task = list.iter().find(|t| t.id.as_deref() == Some(id)).cloned();
-                (task.ok_or_else(|| Error::not_found(format!("task {id}: not found")))?, false, list)
+                (
+                    task.ok_or_else(|| Error::not_found(format!("task {id}: not found")))?,
+                    false,
+                    list,
+                )
             }
         };
         let (n_done, total) = tasks::progress(&list);
