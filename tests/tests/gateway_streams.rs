@@ -129,10 +129,10 @@ fn client_going_away_closes_the_upstream_stream() {
             .stdout(Stdio::piped())
             .spawn()
             .expect("curl");
+        // Keep the reader: dropping it would close curl's stdout before the kill below.
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
+        reader.read_line(&mut first).unwrap();
         assert!(first.starts_with(": open"), "{first:?}");
         assert_eq!(up.stats()["open_streams"], 1);
         let st = gw.status();
@@ -144,6 +144,7 @@ fn client_going_away_closes_the_upstream_stream() {
         );
         child.kill().unwrap();
         let _ = child.wait();
+        drop(reader);
         // The upstream sees its stream closed within a few of its 1 s pings.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
