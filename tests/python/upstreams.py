@@ -12,7 +12,7 @@ normal mode routes:
   ANY  /hold?ms=60000            SSE that stays open ms (comment every second) or until the client goes
   ANY  /big?size=5000            application/json body of about size bytes
   ANY  /slow?ms=500              answers after ms
-  GET  /stats                    {"open_streams": n, "closed_by_client": m, "requests": r}
+  GET  /stats                    {"open_streams", "closed_by_client", "requests", "connections"}
   POST /admin/unhealthy|healthy  flip /healthz
 stall mode: accepts TCP connections and never answers.
 """
@@ -25,7 +25,7 @@ import json
 import time
 from urllib.parse import parse_qs, urlsplit
 
-STATS = {"open_streams": 0, "closed_by_client": 0, "requests": 0}
+STATS = {"open_streams": 0, "closed_by_client": 0, "requests": 0, "connections": 0}
 HEALTHY = {"ok": True}
 
 
@@ -121,6 +121,7 @@ async def hold(writer, reader, ms: int) -> bool:
 
 
 async def handle(reader, writer, name: str, port: int) -> None:
+    STATS["connections"] += 1
     try:
         while True:
             req = await read_request(reader)
