@@ -12,6 +12,7 @@ mod discovery;
 mod errors;
 mod headers;
 mod health;
+mod limit;
 mod maintenance;
 mod metrics;
 mod proxy;
