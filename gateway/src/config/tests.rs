@@ -945,3 +945,38 @@ fn load_accepts_a_matching_cert_and_key_and_refuses_a_mismatch() {
         "{shown}"
     );
 }
+
+#[test]
+fn shipped_examples_are_valid() {
+    let dir = repo_conf("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            c.listeners
+                .https
+                .as_ref()
+                .unwrap()
+                .cert
+                .ends_with("run/tls/cert.pem"),
+            "{}: the cert is the one `make run` makes",
+            path.display()
+        );
+        seen += 1;
+    }
+    assert!(seen >= 2, "canary and blue-green examples");
+    let text = std::fs::read_to_string(dir.join("canary.toml")).unwrap();
+    let c = parse(&text, &dir.join("canary.toml")).unwrap();
+    let mut weights = c.splits["mcp"].pools.clone();
+    weights.sort();
+    assert_eq!(weights, [("canary".into(), 10), ("stable".into(), 90)]);
+    assert!(c.splits["mcp"].rollback.is_some());
+    let text = std::fs::read_to_string(dir.join("blue-green.toml")).unwrap();
+    let c = parse(&text, &dir.join("blue-green.toml")).unwrap();
+    assert_eq!(c.splits["live"].sticky, Sticky::None);
+}
