@@ -121,7 +121,7 @@ pub struct Headers {
     /// Value that replaces the upstream's `Server` header; None (`""`) removes it.
     /// Default `gateway` (no version, unlike nginx's default).
     pub server: Option<String>,
-    /// `[headers.set]`, in file order with names as written. Default: the seed's security headers
+    /// `[headers.set]`, sorted by name (TOML tables keep no order), names as written. Default: the seed's security headers
     /// ([`super::defaults::SECURITY_HEADERS`]). Each route carries its merged copy in
     /// [`Route::response_headers`]; this is the global list for gateway-made responses outside any
     /// route (404 no route, redirects).
@@ -294,7 +294,7 @@ pub enum LimitKey {
 #[derive(Debug, Clone)]
 pub struct Split {
     pub name: String,
-    /// (pool, weight) in file order; every pool exists, weights sum > 0.
+    /// (pool, weight) sorted by pool name; every pool exists, weights sum > 0.
     pub pools: Vec<(String, u32)>,
     /// Default cookie.
     pub sticky: Sticky,
