@@ -38,7 +38,10 @@ class Gateway:
 def gateway(procs, start_backend, tls_cert, tmp_path) -> Gateway:
     backends = [start_backend(), start_backend()]
     cert, key = tls_cert
-    http_port, https_port, admin_port = free_port(), free_port(), free_port()
+    ports: set[int] = set()
+    while len(ports) < 3:  # free_port() may hand out the same free port twice
+        ports.add(free_port())
+    http_port, https_port, admin_port = sorted(ports)
     servers = ", ".join(f'"127.0.0.1:{b.port}"' for b in backends)
     conf = tmp_path / "gateway.toml"
     conf.write_text(f"""

@@ -56,7 +56,15 @@ impl GatewaySetup {
     pub fn new(body: &str, server_extra: &str) -> GatewaySetup {
         let dir = tempfile::tempdir().expect("tempdir");
         let (cert, key) = make_cert(dir.path());
-        let (http_port, https_port, admin_port) = (free_port(), free_port(), free_port());
+        // free_port() can hand out the same just-released port twice: insist on three.
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < 3 {
+            let p = free_port();
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        let (http_port, https_port, admin_port) = (ports[0], ports[1], ports[2]);
         let d = dir.path().display();
         let config = format!(
             r#"[server]
