@@ -21,22 +21,23 @@ use crate::{access_log, tls};
 
 fn server_conf(cfg: &Config, cli: &Cli) -> ServerConf {
     let s = &cfg.server;
-    let mut conf = ServerConf::default();
-    conf.threads = s.threads.max(1);
-    conf.daemon = cli.daemon;
-    conf.pid_file = s.pid_file.to_string_lossy().into_owned();
-    conf.upgrade_sock = s.upgrade_sock.to_string_lossy().into_owned();
-    // Upper bound of the drain after SIGTERM / SIGQUIT; shutdown.rs exits earlier once idle.
-    conf.grace_period_seconds = Some(s.grace_period.as_secs().max(1));
-    conf.graceful_shutdown_timeout_seconds = Some(1);
-    // Pingora keeps one idle-connection pool for all upstreams: size it for every pool's share.
-    conf.upstream_keepalive_pool_size = cfg
-        .pools
-        .values()
-        .map(|p| p.keepalive)
-        .sum::<usize>()
-        .max(1);
-    conf
+    ServerConf {
+        threads: s.threads.max(1),
+        daemon: cli.daemon,
+        pid_file: s.pid_file.to_string_lossy().into_owned(),
+        upgrade_sock: s.upgrade_sock.to_string_lossy().into_owned(),
+        // Upper bound of the drain after SIGTERM / SIGQUIT; shutdown.rs exits earlier once idle.
+        grace_period_seconds: Some(s.grace_period.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        // Pingora keeps one idle-connection pool for all upstreams: size it for every pool.
+        upstream_keepalive_pool_size: cfg
+            .pools
+            .values()
+            .map(|p| p.keepalive)
+            .sum::<usize>()
+            .max(1),
+        ..ServerConf::default()
+    }
 }
 
 pub fn run(cfg: Config, cli: &Cli) -> Result<(), String> {
