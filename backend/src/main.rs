@@ -43,8 +43,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // rmcp logs every stateless request at info (through tracing's log bridge): keep it at
+    // warn unless debugging, or the log costs more than the call.
+    let rmcp_level = config.log_level.min(log::LevelFilter::Warn).max(
+        if config.log_level >= log::LevelFilter::Debug {
+            config.log_level
+        } else {
+            log::LevelFilter::Off
+        },
+    );
     env_logger::Builder::new()
         .filter_level(config.log_level)
+        .filter_module("rmcp", rmcp_level)
+        .filter_module("tracing", rmcp_level)
         .format_timestamp_millis()
         .target(env_logger::Target::Stderr)
         .init();
