@@ -430,3 +430,60 @@ fn path_escapes_are_refused() {
     let out = call(&reg, "change.open", json!({"slug": "due-dates-alias"})).unwrap();
     assert_eq!(out.structured["title"], "Add due dates to tasks");
 }
+
+#[test]
+fn change_open_sees_every_kind_of_write_despite_its_cache() {
+    let (dir, reg) = workspace();
+    let change = dir.path().join("openspec/changes/add-webhooks");
+    let open = |reg: &Registry| {
+        call(reg, "change.open", json!({"slug": "add-webhooks"}))
+            .unwrap()
+            .structured
+    };
+    // Files younger than the settle window are never cached; let the fresh copy age past it.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let first = open(&reg);
+    assert_eq!(open(&reg), first);
+
+    // In-place edit of the same size (no rename, no new inode).
+    let proposal = change.join("proposal.md");
+    let text = std::fs::read_to_string(&proposal).unwrap();
+    let edited = text.replacen("Add outgoing webhooks", "Add outgoing WEBHOOKS", 1);
+    assert_eq!(edited.len(), text.len());
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&proposal)
+            .unwrap();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.write_all(edited.as_bytes()).unwrap();
+    }
+    assert_eq!(open(&reg)["title"], "Add outgoing WEBHOOKS");
+
+    // Atomic replace by another "replica" (a second registry over the same folder).
+    let other = Registry::new(Workspace::open(dir.path()).unwrap());
+    call(
+        &other,
+        "task.update",
+        json!({"slug": "add-webhooks", "id": "1.1", "done": false}),
+    )
+    .unwrap();
+    assert_eq!(open(&reg)["progress"], json!({"done": 4, "total": 5}));
+
+    // A file appearing.
+    std::fs::write(change.join("design.md"), "# Design\n\nOutbox pattern.\n").unwrap();
+    assert_eq!(open(&reg)["design"], "# Design\n\nOutbox pattern.\n");
+
+    // The change moving away.
+    call(
+        &other,
+        "change.archive",
+        json!({"slug": "add-webhooks", "force": true}),
+    )
+    .unwrap();
+    assert_eq!(
+        err(&reg, "change.open", json!({"slug": "add-webhooks"})).code,
+        ErrorCode::NotFound
+    );
+}

@@ -3,6 +3,7 @@
 
 use super::delta::{self, DeltaPlan};
 use super::spec::{self, RequirementBlock};
+use super::stamp::Stamps;
 use super::tasks::{self, Task};
 use super::{fsio, markdown, paths, Error, Result, Workspace};
 use std::path::{Path, PathBuf};
@@ -242,7 +243,23 @@ impl Workspace {
     }
 
     pub fn open_change(&self, slug: &str) -> Result<Change> {
+        self.open_change_stamped(slug).map(|(c, _)| c)
+    }
+
+    /// The change and the stamps of every path it was read from, taken before reading (a
+    /// write racing with the read then shows up as a changed stamp next time).
+    pub fn open_change_stamped(&self, slug: &str) -> Result<(Change, Stamps)> {
         let dir = self.change_dir(slug)?;
+        let mut stamps = Stamps::default();
+        // The folder (lstat, so a swap for a symlink shows) covers files appearing or
+        // vanishing; each existing file covers in-place edits and atomic replacements.
+        stamps.add(self.changes_dir().join(slug));
+        for name in ["proposal.md", "design.md", "tasks.md", "specs"] {
+            stamps.add_existing(dir.join(name));
+        }
+        for capability in subfolders(&dir.join("specs"))? {
+            stamps.add(dir.join("specs").join(capability).join("spec.md"));
+        }
         let proposal = read_child(self, &dir, "proposal.md")?;
         let design = read_child(self, &dir, "design.md")?;
         let tasks = read_child(self, &dir, "tasks.md")?
@@ -256,14 +273,15 @@ impl Workspace {
                 plan: delta::parse(&content),
             })
             .collect();
-        Ok(Change {
+        let change = Change {
             slug: slug.to_string(),
             title: change_title(proposal.as_deref(), slug),
             proposal: proposal.unwrap_or_default(),
             design,
             tasks,
             deltas,
-        })
+        };
+        Ok((change, stamps))
     }
 
     /// The checked path of `specs/<capability>/spec.md`, which may not exist yet.

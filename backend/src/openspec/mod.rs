@@ -12,6 +12,7 @@ pub mod lock;
 pub mod markdown;
 pub mod paths;
 pub mod spec;
+pub mod stamp;
 pub mod tasks;
 
 pub use error::{Error, ErrorKind, Result};

@@ -3,6 +3,7 @@ use crate::openspec::{archive, Workspace};
 use serde_json::json;
 use std::fmt::Write;
 
+#[derive(Default)]
 pub struct ChangeArchive;
 
 impl Tool for ChangeArchive {

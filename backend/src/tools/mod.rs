@@ -123,7 +123,7 @@ impl Progress for NoProgress {
     fn report(&self, _progress: f64, _total: Option<f64>, _message: Option<&str>) {}
 }
 
-/// One tool. Implementations are unit structs in their own file.
+/// One tool, in its own file; `Default` builds it (a unit struct, or one holding a cache).
 pub trait Tool: Send + Sync {
     fn def(&self) -> ToolDef;
     fn call(
@@ -140,7 +140,7 @@ macro_rules! tools {
     ($($module:ident :: $tool:ident),* $(,)?) => {
         $(mod $module;)*
         fn all_tools() -> Vec<Box<dyn Tool>> {
-            vec![$(Box::new($module::$tool)),*]
+            vec![$(Box::new(<$module::$tool>::default())),*]
         }
     };
 }

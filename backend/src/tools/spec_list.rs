@@ -3,6 +3,7 @@ use crate::openspec::Workspace;
 use serde_json::json;
 use std::fmt::Write;
 
+#[derive(Default)]
 pub struct SpecList;
 
 impl Tool for SpecList {

@@ -2,6 +2,7 @@ use super::{views, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
 use crate::openspec::{paths, Workspace};
 use serde_json::json;
 
+#[derive(Default)]
 pub struct SpecOpen;
 
 impl Tool for SpecOpen {

@@ -3,6 +3,7 @@ use crate::openspec::{tasks, Workspace};
 use serde_json::json;
 use std::fmt::Write;
 
+#[derive(Default)]
 pub struct TaskList;
 
 impl Tool for TaskList {

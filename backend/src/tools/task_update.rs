@@ -3,6 +3,7 @@ use crate::openspec::lock::WorkspaceLock;
 use crate::openspec::{archive, fsio, tasks, Error, Workspace};
 use serde_json::json;
 
+#[derive(Default)]
 pub struct TaskUpdate;
 
 impl Tool for TaskUpdate {
