@@ -625,3 +625,16 @@ fn two_processes_archiving_the_same_change_one_wins() {
         "lock released"
     );
 }
+
+#[test]
+fn delta_folder_with_an_invalid_name_is_refused_not_skipped() {
+    let (dir, reg) = workspace();
+    let specs = os(&dir).join("changes/add-webhooks/specs");
+    std::fs::create_dir(specs.join("Billing_API")).unwrap();
+    std::fs::write(specs.join("Billing_API/spec.md"), "## ADDED Requirements\n").unwrap();
+    let before = snapshot(dir.path());
+    let err = call(&reg, "change.archive", json!({"slug": "add-webhooks"})).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidInput);
+    assert!(err.message.contains("Billing_API"), "{}", err.message);
+    assert_eq!(snapshot(dir.path()), before);
+}

@@ -92,6 +92,12 @@ fn read_child(ws: &Workspace, dir: &Path, name: &str) -> Result<Option<String>> 
 /// Sorted names of the sub-folders of `dir` that are valid names (others are skipped with a
 /// log line: they are not something a tool can address).
 fn subfolders(dir: &Path) -> Result<Vec<String>> {
+    subfolders_checked(dir, false)
+}
+
+/// With `strict`, a sub-folder with an invalid name is an error instead of being skipped
+/// (a delta nobody can apply must not be archived silently).
+fn subfolders_checked(dir: &Path, strict: bool) -> Result<Vec<String>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -113,6 +119,12 @@ fn subfolders(dir: &Path) -> Result<Vec<String>> {
         }
         if paths::is_name(&name) {
             names.push(name);
+        } else if strict {
+            return Err(Error::invalid(format!(
+                "{}: capability folder name must match {}",
+                dir.join(&name).display(),
+                paths::NAME_PATTERN
+            )));
         } else {
             log::debug!("skipping {}: not a valid name", dir.join(&name).display());
         }
@@ -229,7 +241,7 @@ impl Workspace {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for capability in subfolders(&specs)? {
+        for capability in subfolders_checked(&specs, true)? {
             let Some(cap_dir) = checked_child(self, specs.join(&capability))? else {
                 continue;
             };
