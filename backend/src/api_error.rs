@@ -7,7 +7,7 @@
 
 use crate::tools::ToolError;
 use axum::http::StatusCode;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 pub const API_VERSION: &str = "1.0.0";
 
@@ -55,20 +55,42 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", message)
     }
 
-    /// The `error` object alone (also used inside SSE `error` events and NDJSON lines).
-    pub fn error_object(&self) -> Value {
-        json!({ "code": self.code, "message": self.message, "hint": self.hint })
+    /// The `error` object alone (also used inside NDJSON error lines).
+    pub fn error_object(&self) -> ErrorObject<'_> {
+        ErrorObject {
+            code: self.code,
+            message: &self.message,
+            hint: self.hint.as_deref(),
+        }
     }
 
-    /// The full envelope.
-    pub fn envelope(&self, request_id: &str) -> Value {
-        json!({
-            "apiVersion": API_VERSION,
-            "error": self.error_object(),
-            "requestId": request_id,
-            "timestamp": timestamp(),
-        })
+    /// The full envelope as JSON text, fields in the seed's order.
+    pub fn envelope_json(&self, request_id: &str) -> String {
+        let envelope = Envelope {
+            api_version: API_VERSION,
+            error: self.error_object(),
+            request_id,
+            timestamp: timestamp(),
+        };
+        // Plain strings and options: serializing cannot fail.
+        serde_json::to_string(&envelope).unwrap_or_default()
     }
+}
+
+#[derive(Serialize)]
+pub struct ErrorObject<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
+    pub hint: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a> {
+    api_version: &'static str,
+    error: ErrorObject<'a>,
+    request_id: &'a str,
+    timestamp: String,
 }
 
 impl From<ToolError> for ApiError {

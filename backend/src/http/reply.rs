@@ -37,7 +37,12 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
 
 /// The envelope for `err`, with its status.
 pub fn error(err: &ApiError, request_id: &str) -> Response {
-    let mut resp = json(err.status, &err.envelope(request_id));
+    let mut resp = Response::new(Body::from(err.envelope_json(request_id)));
+    *resp.status_mut() = err.status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if err.status == StatusCode::METHOD_NOT_ALLOWED && !resp.headers().contains_key(header::ALLOW) {
         // Set by the caller when it knows better; POST is what most routes take.
         resp.headers_mut()

@@ -15,12 +15,13 @@
 use super::body::read_limited;
 use super::reply::{self, RequestId, ToolLabel};
 use super::AppState;
-use crate::api_error::{epoch_ms, ApiError, API_VERSION};
+use crate::api_error::{epoch_ms, ApiError, ErrorObject, API_VERSION};
 use crate::exec::ProgressUpdate;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -79,18 +80,65 @@ fn call_from_bytes(
     Ok((name, input))
 }
 
-fn sse_event(event: &str, data: &Value) -> Bytes {
+fn sse_event(event: &str, data: &str) -> Bytes {
     Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 
-fn ndjson_line(value: &Value) -> Bytes {
-    let mut v = serde_json::to_vec(value).unwrap_or_default();
-    v.push(b'\n');
-    Bytes::from(v)
+/// Serializes in field order (a `Value` would sort the keys); plain data cannot fail.
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
-fn progress_json(p: &ProgressUpdate) -> Value {
-    json!({ "progress": p.progress, "total": p.total, "message": p.message })
+fn ndjson_line<T: Serialize>(value: &T) -> Bytes {
+    let mut line = to_json(value);
+    line.push('\n');
+    Bytes::from(line)
+}
+
+/// The wire shapes, fields in the seed's order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResultEvent<'a> {
+    api_version: &'static str,
+    tool: &'a str,
+    result: &'a Value,
+}
+
+#[derive(Serialize)]
+struct ProgressData<'a> {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    progress: f64,
+    total: Option<f64>,
+    message: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Line<'a> {
+    Start {
+        ts: i64,
+    },
+    Result {
+        result: &'a Value,
+    },
+    Error {
+        error: ErrorObject<'a>,
+        #[serde(rename = "requestId")]
+        request_id: &'a str,
+    },
+    End {
+        ts: i64,
+    },
+}
+
+fn progress_data<'a>(p: &'a ProgressUpdate, kind: Option<&'static str>) -> ProgressData<'a> {
+    ProgressData {
+        kind,
+        progress: p.progress,
+        total: p.total,
+        message: p.message.as_deref(),
+    }
 }
 
 fn streaming_response(
@@ -130,7 +178,7 @@ async fn stream_call(
 ) {
     if let Format::Ndjson = format {
         if tx
-            .send(ndjson_line(&json!({"type": "start", "ts": epoch_ms()})))
+            .send(ndjson_line(&Line::Start { ts: epoch_ms() }))
             .await
             .is_err()
         {
@@ -145,12 +193,8 @@ async fn stream_call(
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let closed = state.shutdown.streams_token();
     let progress_msg = |p: &ProgressUpdate| match format {
-        Format::Sse => sse_event("progress", &progress_json(p)),
-        Format::Ndjson => {
-            let mut v = progress_json(p);
-            v["type"] = json!("progress");
-            ndjson_line(&v)
-        }
+        Format::Sse => sse_event("progress", &to_json(&progress_data(p, None))),
+        Format::Ndjson => ndjson_line(&progress_data(p, Some("progress"))),
     };
     let result = loop {
         tokio::select! {
@@ -171,28 +215,29 @@ async fn stream_call(
             return;
         }
     }
-    let last = match (format, result) {
+    let last = match (format, &result) {
         (Format::Sse, Ok(out)) => sse_event(
             "result",
-            &json!({"apiVersion": API_VERSION, "tool": tool, "result": out.structured}),
+            &to_json(&ResultEvent {
+                api_version: API_VERSION,
+                tool,
+                result: &out.structured,
+            }),
         ),
-        (Format::Sse, Err(e)) => sse_event("error", &e.envelope(&rid)),
-        (Format::Ndjson, Ok(out)) => {
-            ndjson_line(&json!({"type": "result", "result": out.structured}))
-        }
-        (Format::Ndjson, Err(e)) => ndjson_line(&json!({
-            "type": "error",
-            "error": e.error_object(),
-            "requestId": &*rid,
-        })),
+        (Format::Sse, Err(e)) => sse_event("error", &e.envelope_json(&rid)),
+        (Format::Ndjson, Ok(out)) => ndjson_line(&Line::Result {
+            result: &out.structured,
+        }),
+        (Format::Ndjson, Err(e)) => ndjson_line(&Line::Error {
+            error: e.error_object(),
+            request_id: &rid,
+        }),
     };
     if tx.send(last).await.is_err() {
         return;
     }
     if let Format::Ndjson = format {
-        let _ = tx
-            .send(ndjson_line(&json!({"type": "end", "ts": epoch_ms()})))
-            .await;
+        let _ = tx.send(ndjson_line(&Line::End { ts: epoch_ms() })).await;
     }
 }
 
@@ -253,10 +298,19 @@ pub async fn execute(
         Err(e) => return reply::error(&e, &rid),
     };
     let mut resp = match state.exec.call(tool, input, None).await {
-        Ok(out) => reply::json(
-            StatusCode::OK,
-            &json!({"apiVersion": API_VERSION, "tool": tool, "result": out.structured}),
-        ),
+        Ok(out) => {
+            let body = to_json(&ResultEvent {
+                api_version: API_VERSION,
+                tool,
+                result: &out.structured,
+            });
+            let mut resp = Response::new(Body::from(body));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
         Err(e) => reply::error(&e, &rid),
     };
     resp.extensions_mut().insert(ToolLabel(tool));
