@@ -124,6 +124,7 @@ pub fn status(state: &State) -> Value {
                 "host": c.host,
                 "stream": r.stream,
                 "active_streams": r.active_streams.get(),
+                "split": r.split.as_ref().map(|s| &*s.name),
                 "targets": r.targets.iter().map(|t| json!({"pool": &*t.pool.name, "weight": t.weight})).collect::<Vec<_>>(),
             })
         })
@@ -134,5 +135,7 @@ pub fn status(state: &State) -> Value {
         "ready": state.ready(),
         "pools": pools,
         "routes": routes,
+        "splits": crate::split::status_all(state),
+        "zones": crate::zones::status(),
     })
 }

@@ -51,6 +51,10 @@ pub struct Ctx {
     pub gzip: Option<Gzipper>,
     pub body_seen: u64,
     pub redirected: bool,
+    /// issue 4: a split chose the target (its rollback watch counts the response).
+    pub split_picked: bool,
+    /// issue 4: sticky-split cookie to set on the response.
+    pub split_cookie: Option<String>,
     /// Scratch buffer for hash keys.
     pub hash_buf: Vec<u8>,
     /// Counted by the SIGTERM drain until the request ends.
@@ -80,6 +84,8 @@ impl Ctx {
             gzip: None,
             body_seen: 0,
             redirected: false,
+            split_picked: false,
+            split_cookie: None,
             hash_buf: Vec::new(),
             _active: ActiveRequest::new(),
         }

@@ -4,6 +4,7 @@
 mod access_log;
 mod admin;
 mod balance;
+mod certs;
 mod cli;
 mod compress;
 mod config;
@@ -16,14 +17,18 @@ mod limit;
 mod maintenance;
 mod metrics;
 mod proxy;
+mod real_ip;
 mod redirect;
+mod rollback;
 mod routing;
 mod server;
 mod shutdown;
+mod split;
 mod state;
 mod telemetry;
 mod tls;
 mod upstream;
+mod zones;
 
 use std::process::ExitCode;
 

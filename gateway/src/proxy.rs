@@ -24,6 +24,7 @@ use crate::headers::{self, ResponseHeaders};
 use crate::state::Shared;
 use crate::telemetry;
 use crate::upstream;
+use crate::zones::Verdict;
 
 pub struct GatewayProxy {
     pub shared: Arc<Shared>,
@@ -68,6 +69,11 @@ impl ProxyHttp for GatewayProxy {
             .map(|a| a.ip());
         if let Some(ip) = ctx.client_ip {
             ctx.client = ip.to_string();
+        }
+        // issue 4: behind a trusted proxy the client is the address its header names.
+        if let Some(peer) = ctx.client_ip {
+            let real = crate::real_ip::client_ip(&state.config.real_ip, peer, session.req_header());
+            ctx.client_ip = Some(real);
         }
 
         // Plain HTTP: 301 to HTTPS unless the path is exempt.
@@ -121,9 +127,30 @@ impl ProxyHttp for GatewayProxy {
             }
         }
 
-        // (issue 4: the route's rate zone is applied here.)
+        // issue 4: the route's rate zone (nginx's limit_req): pass, wait, or refuse.
+        if let Some(limit) = &route.limit {
+            match limit.check(req, ctx.client_ip) {
+                Verdict::Pass => {}
+                Verdict::Wait(d) => tokio::time::sleep(d).await,
+                Verdict::Reject { retry_after } => {
+                    let tls = ctx.tls;
+                    limit
+                        .refuse(session, &route.headers, tls, &ctx.request_id, retry_after)
+                        .await?;
+                    ctx.route = Some(route_index);
+                    ctx.state = Some(state);
+                    return Ok(true);
+                }
+            }
+        }
 
-        ctx.target = if route.targets.len() > 1 {
+        // issue 4: a split picks the pool (weights, stickiness, force header, health).
+        ctx.target = if let Some(split) = &route.split {
+            let pick = split.choose(&route.targets, req, ctx.client_ip, ctx.tls);
+            ctx.split_picked = true;
+            ctx.split_cookie = pick.set_cookie;
+            pick.index
+        } else if route.targets.len() > 1 {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             ctx.client_ip.hash(&mut h);
             route.pick_target(h.finish())
@@ -367,6 +394,9 @@ impl ProxyHttp for GatewayProxy {
             );
         }
         route.headers.apply(resp, ctx.tls, &ctx.request_id);
+        if let Some(cookie) = ctx.split_cookie.take() {
+            resp.append_header(http::header::SET_COOKIE, cookie)?;
+        }
         Ok(())
     }
 
@@ -435,6 +465,15 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        // issue 4: the split's rollback watch counts the responses of the pool it watches.
+        if ctx.split_picked {
+            if let (Some(split), Some(resp)) = (
+                ctx.route().and_then(|r| r.split.as_ref()),
+                session.response_written(),
+            ) {
+                split.observe(ctx.target, resp.status.as_u16());
+            }
+        }
         telemetry::finish(session, e, ctx);
         // Release the backend slot and the stream gauge now rather than when Pingora drops ctx.
         ctx.attempt = None;

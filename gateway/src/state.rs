@@ -18,7 +18,9 @@ use crate::headers::ResponseHeaders;
 use crate::metrics::{RouteMetrics, UnroutedMetrics, METRICS};
 use crate::redirect::RedirectPolicy;
 use crate::routing::Router;
+use crate::split::SplitRt;
 use crate::upstream::{self, Timeouts};
+use crate::zones::RouteLimiter;
 
 /// One pool a route sends to, with the metric handles of that (route, pool) pair.
 pub struct Target {
@@ -38,6 +40,10 @@ pub struct RouteRt {
     pub retries: u32,
     pub headers: ResponseHeaders,
     pub active_streams: IntGauge,
+    /// issue 4: the route's rate zone (`limit = {...}`).
+    pub limit: Option<RouteLimiter>,
+    /// issue 4: the split the targets come from (`split = ...`).
+    pub split: Option<Arc<SplitRt>>,
 }
 
 impl RouteRt {
@@ -111,6 +117,11 @@ impl State {
         }
         let pool_by_name = |n: &str| pools.iter().find(|p| &*p.name == n).cloned();
 
+        // issue 4: the TLS certificate (re-read on reload), rate zones (their state outlives
+        // reloads), splits (a rollback lasts until the next reload).
+        let certs = crate::certs::load(&cfg)?;
+        let zones = crate::zones::sync(&cfg);
+        let splits = crate::split::build_all(&cfg);
         let mut routes = Vec::with_capacity(cfg.routes.len());
         for (i, r) in cfg.routes.iter().enumerate() {
             let weighted: Vec<(String, u32)> = match &r.target {
@@ -146,6 +157,14 @@ impl State {
                 retries: r.retries,
                 headers,
                 active_streams: METRICS.active_streams.with_label_values(&[&r.name]),
+                limit: r
+                    .limit
+                    .as_ref()
+                    .and_then(|l| RouteLimiter::new(&cfg, l, &zones)),
+                split: match &r.target {
+                    config::RouteTarget::Split(s) => splits.get(s).cloned(),
+                    config::RouteTarget::Pool(_) => None,
+                },
             });
         }
         let router = Router::new(
@@ -168,6 +187,7 @@ impl State {
                 .unwrap_or_else(|| h.address.ip().to_string());
             RedirectPolicy::from_config(h, fallback)
         });
+        crate::certs::install(certs);
         Ok(State {
             generation,
             gzip: GzipPolicy::from_config(&cfg.gzip),

@@ -28,12 +28,9 @@
 //! different shards never contend. The LRU order is per shard, an approximation of nginx's single
 //! queue that only matters when the zone is full.
 
-// The proxy runtime (issue 4) is the user of this module; until it lands only tests call it.
-#![allow(dead_code, unused_imports)]
-
 mod zone;
 
 #[cfg(test)]
 mod tests;
 
-pub use zone::{Counters, Decision, Delay, Zone, BYTES_PER_KEY};
+pub use zone::{Decision, Delay, Zone};

@@ -1,0 +1,300 @@
+//! Rate zones at run time: the registry of [`limit::Zone`]s by name that outlives reloads (a
+//! zone that still exists keeps its per-client state and counters; a changed rate or size is
+//! applied in place, as nginx keeps its shared memory across `nginx -s reload`), the per-route
+//! limiter (key extraction, nginx's burst / nodelay / delay=N), and the refusal: the zone's
+//! status (429 by default) with `Retry-After` and the JSON error envelope.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::Duration;
+
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use prometheus::{IntCounter, IntCounterVec, Opts};
+
+use crate::balance::stats::now_ms;
+use crate::config::{self, Config, LimitKey};
+use crate::errors::{self, GatewayError};
+use crate::headers::ResponseHeaders;
+use crate::limit::{Decision, Delay, Zone};
+use crate::metrics::METRICS;
+
+/// Zones by name; replaced on every successful state build (see [`sync`]).
+static REGISTRY: LazyLock<Mutex<HashMap<String, Arc<Zone>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// `gateway_zone_requests_total{zone,outcome}`, registered in the gateway's registry.
+static ZONE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    // startup: constant, valid name and labels, registered once.
+    let v = IntCounterVec::new(
+        Opts::new(
+            "gateway_zone_requests_total",
+            "Requests checked by a rate zone, by outcome (passed, delayed, rejected)",
+        ),
+        &["zone", "outcome"],
+    )
+    .expect("startup: valid metric");
+    if let Err(e) = METRICS.registry.register(Box::new(v.clone())) {
+        log::error!("metrics: cannot register gateway_zone_requests_total: {e}");
+    }
+    v
+});
+
+/// The zones of `cfg`, reusing the live zone of every name that already exists (state and
+/// counters kept, rate and size updated) and forgetting zones the file no longer has.
+/// Call when the state built from `cfg` is about to be used (start-up, reload).
+pub fn sync(cfg: &Config) -> HashMap<String, Arc<Zone>> {
+    let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut next = HashMap::with_capacity(cfg.zones.len());
+    for z in cfg.zones.values() {
+        let name = &z.name;
+        let rate = z.rate.milli_per_sec();
+        let keys = Zone::keys_for_size(z.size);
+        let zone = match reg.get(name) {
+            Some(live) => {
+                if live.rate_milli_per_sec() != rate.max(1) {
+                    log::info!("zone {name}: rate now {rate} milli-requests/s, client state kept");
+                }
+                live.set_rate(rate);
+                live.set_max_keys(keys);
+                live.clone()
+            }
+            None => Arc::new(Zone::new(rate, keys)),
+        };
+        next.insert(name.clone(), zone);
+    }
+    for gone in reg.keys().filter(|k| !next.contains_key(*k)) {
+        log::info!("zone {gone}: removed by the new configuration");
+    }
+    *reg = next.clone();
+    next
+}
+
+/// `/status` entries of the live zones: tracked keys and outcome totals since each zone was made.
+pub fn status() -> Vec<serde_json::Value> {
+    let reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut names: Vec<&String> = reg.keys().collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let z = &reg[n];
+            let c = z.counters();
+            serde_json::json!({
+                "name": n,
+                "rate_milli_per_sec": z.rate_milli_per_sec(),
+                "keys": z.len(),
+                "passed": c.passed,
+                "delayed": c.delayed,
+                "rejected": c.rejected,
+                "evicted": c.evicted,
+            })
+        })
+        .collect()
+}
+
+/// A route's `limit = { zone, burst, nodelay | delay }`.
+pub struct RouteLimiter {
+    zone: Arc<Zone>,
+    zone_name: Arc<str>,
+    key: LimitKey,
+    status: u16,
+    burst: u32,
+    delay: Delay,
+    passed: IntCounter,
+    delayed: IntCounter,
+    rejected: IntCounter,
+}
+
+/// What the proxy does with a request after its zone check.
+pub enum Verdict {
+    Pass,
+    Wait(Duration),
+    /// Answer with [`RouteLimiter::refuse`].
+    Reject {
+        retry_after: Duration,
+    },
+}
+
+impl RouteLimiter {
+    /// The limiter of a route, on the zones returned by [`sync`]. None if the zone is unknown
+    /// (validation already refuses that).
+    pub fn new(
+        cfg: &Config,
+        limit: &config::RouteLimit,
+        zones: &HashMap<String, Arc<Zone>>,
+    ) -> Option<RouteLimiter> {
+        let z = cfg.zones.get(&limit.zone)?;
+        let zone = zones.get(&limit.zone)?.clone();
+        let m = &*ZONE_REQUESTS;
+        Some(RouteLimiter {
+            zone,
+            zone_name: limit.zone.as_str().into(),
+            key: z.key.clone(),
+            status: z.status,
+            burst: limit.burst,
+            delay: limit.delay.into(),
+            passed: m.with_label_values(&[&limit.zone, "passed"]),
+            delayed: m.with_label_values(&[&limit.zone, "delayed"]),
+            rejected: m.with_label_values(&[&limit.zone, "rejected"]),
+        })
+    }
+
+    /// Accounts the request in its zone. `client_ip` is the address after `[real_ip]`.
+    pub fn check(&self, req: &RequestHeader, client_ip: Option<IpAddr>) -> Verdict {
+        let mut ip_buf = [0u8; 16];
+        let key: &[u8] = match &self.key {
+            LimitKey::ClientIp => match client_ip {
+                // nginx's $binary_remote_addr: 4 or 16 bytes.
+                Some(IpAddr::V4(v4)) => {
+                    ip_buf[..4].copy_from_slice(&v4.octets());
+                    &ip_buf[..4]
+                }
+                Some(IpAddr::V6(v6)) => {
+                    ip_buf = v6.octets();
+                    &ip_buf
+                }
+                None => b"",
+            },
+            LimitKey::Bearer => bearer_token(req).unwrap_or(b""),
+            LimitKey::Header(name) => req
+                .headers
+                .get(name.as_str())
+                .map(|v| v.as_bytes())
+                .unwrap_or(b""),
+        };
+        match self.zone.check(key, now_ms(), self.burst, self.delay) {
+            Decision::Pass => {
+                self.passed.inc();
+                Verdict::Pass
+            }
+            Decision::Delay(d) => {
+                self.delayed.inc();
+                Verdict::Wait(d)
+            }
+            Decision::Reject { retry_after } => {
+                self.rejected.inc();
+                Verdict::Reject { retry_after }
+            }
+        }
+    }
+
+    /// Writes the refusal: the zone's status, `Retry-After` in whole seconds (rounded up, at
+    /// least 1) and the error envelope, with the route's response headers.
+    pub async fn refuse(
+        &self,
+        session: &mut Session,
+        policy: &ResponseHeaders,
+        tls: bool,
+        request_id: &str,
+        retry_after: Duration,
+    ) -> pingora::Result<()> {
+        let secs = retry_after.as_millis().div_ceil(1000).max(1);
+        let err = GatewayError {
+            status: self.status,
+            code: "RATE_LIMITED",
+            message: format!(
+                "too many requests (rate zone {}); retry after {secs} s",
+                self.zone_name
+            ),
+            hint: "slow down: wait the number of seconds in Retry-After",
+        };
+        let body = errors::envelope(&err, request_id);
+        let mut header = errors::header(err.status, body.len())?;
+        header.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
+        policy.apply(&mut header, tls, request_id);
+        // The body of the refused request is not read: do not reuse the connection.
+        session.set_keepalive(None);
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(body), true).await
+    }
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
+pub fn bearer_token(req: &RequestHeader) -> Option<&[u8]> {
+    let v = req.headers.get(http::header::AUTHORIZATION)?.as_bytes();
+    let (scheme, rest) = v.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONF: &str = r#"
+[listeners.http]
+address = "127.0.0.1:8080"
+redirect_https = false
+[pools.p]
+servers = ["127.0.0.1:3001"]
+[zones.z]
+key = "bearer"
+rate = "1r/s"
+[[routes]]
+path = "/"
+pool = "p"
+limit = { zone = "z", burst = 1, nodelay = true }
+"#;
+
+    fn req(token: &str) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.insert_header("authorization", format!("Bearer {token}"))
+            .unwrap();
+        r
+    }
+
+    #[test]
+    fn zone_state_survives_a_reload_and_takes_the_new_rate() {
+        let cfg = config::parse(CONF, std::path::Path::new("/tmp/t.toml")).unwrap();
+        let zones = sync(&cfg);
+        let lim = RouteLimiter::new(&cfg, cfg.routes[0].limit.as_ref().unwrap(), &zones).unwrap();
+        // burst 1 nodelay: two pass at once, the third is refused.
+        assert!(matches!(lim.check(&req("a"), None), Verdict::Pass));
+        assert!(matches!(lim.check(&req("a"), None), Verdict::Pass));
+        assert!(matches!(lim.check(&req("a"), None), Verdict::Reject { .. }));
+        // Another client has its own bucket.
+        assert!(matches!(lim.check(&req("b"), None), Verdict::Pass));
+
+        let cfg2 = config::parse(
+            &CONF.replace("1r/s", "2r/m"),
+            std::path::Path::new("/tmp/t.toml"),
+        )
+        .unwrap();
+        let zones2 = sync(&cfg2);
+        assert!(Arc::ptr_eq(&zones["z"], &zones2["z"]), "same zone kept");
+        assert_eq!(zones2["z"].rate_milli_per_sec(), 33);
+        let lim2 =
+            RouteLimiter::new(&cfg2, cfg2.routes[0].limit.as_ref().unwrap(), &zones2).unwrap();
+        // Client a is still in debt after the reload.
+        assert!(matches!(
+            lim2.check(&req("a"), None),
+            Verdict::Reject { .. }
+        ));
+        assert_eq!(zones2["z"].counters().rejected, 2);
+
+        let cfg3 = config::parse(
+            &CONF
+                .replace("zones.z", "zones.y")
+                .replace("zone = \"z\"", "zone = \"y\""),
+            std::path::Path::new("/tmp/t.toml"),
+        )
+        .unwrap();
+        let zones3 = sync(&cfg3);
+        assert!(!zones3.contains_key("z"));
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer_token(&req("abc")), Some(&b"abc"[..]));
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.insert_header("authorization", "Basic xyz").unwrap();
+        assert_eq!(bearer_token(&r), None);
+    }
+}
