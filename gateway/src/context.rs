@@ -41,6 +41,10 @@ pub struct Ctx {
     pub tls_version: Option<Cow<'static, str>>,
     /// The in-flight slot of the current attempt (released on retry and at the end).
     pub attempt: Option<InFlight>,
+    /// The backend of the current attempt.
+    pub current: Option<SocketAddr>,
+    /// Backends that failed this request (filled only when retrying, so the first attempt
+    /// allocates nothing).
     pub tried: Vec<SocketAddr>,
     pub retries_left: u32,
     pub upstream_start: Option<Instant>,
@@ -74,6 +78,7 @@ impl Ctx {
             tls: false,
             tls_version: None,
             attempt: None,
+            current: None,
             tried: Vec::new(),
             retries_left: 0,
             upstream_start: None,

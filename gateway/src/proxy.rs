@@ -48,6 +48,17 @@ async fn send_error(
     session.write_response_body(Some(body), true).await
 }
 
+/// Refused bodies up to this size are read and dropped before the 413 goes out, so the client
+/// sees the answer instead of a reset (HTTP/2 streams with unread data get RST_STREAM).
+const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
+
+async fn drain_body(session: &mut Session) {
+    let drained = tokio::time::timeout(Duration::from_secs(5), session.drain_request_body()).await;
+    if !matches!(drained, Ok(Ok(()))) {
+        log::debug!("request body not drained before 413");
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for GatewayProxy {
     type CTX = Ctx;
@@ -117,7 +128,10 @@ impl ProxyHttp for GatewayProxy {
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok());
-            if declared.is_some_and(|n| n > route.max_body_size) {
+            if let Some(n) = declared.filter(|n| *n > route.max_body_size) {
+                if n <= DRAIN_LIMIT {
+                    drain_body(session).await;
+                }
                 let err = GatewayError::too_large(route.max_body_size);
                 let tls = ctx.tls;
                 send_error(session, &route.headers, tls, &ctx.request_id, &err).await?;
@@ -192,6 +206,7 @@ impl ProxyHttp for GatewayProxy {
             client_ip,
             hash_buf,
             tried,
+            current,
             attempt,
             upstream_start,
             ..
@@ -217,7 +232,7 @@ impl ProxyHttp for GatewayProxy {
         };
         // Replacing the previous attempt's slot releases it.
         *attempt = Some(InFlight::new(backend.stats.clone()));
-        tried.push(backend.addr);
+        *current = Some(backend.addr);
         *upstream_start = Some(std::time::Instant::now());
         Ok(upstream::build_peer(pool, &backend, &route.timeouts))
     }
@@ -251,6 +266,9 @@ impl ProxyHttp for GatewayProxy {
                     pool.max_fails
                 );
             }
+        }
+        if let Some(addr) = ctx.current.take() {
+            ctx.tried.push(addr);
         }
         let another = pool.select(b"", &ctx.tried).is_some();
         if ctx.retries_left > 0 && another {
@@ -316,6 +334,9 @@ impl ProxyHttp for GatewayProxy {
                 }
             }
             if e.retry() {
+                if let Some(addr) = ctx.current.take() {
+                    ctx.tried.push(addr);
+                }
                 if ctx.retries_left > 0 && pool.select(b"", &ctx.tried).is_some() {
                     ctx.retries_left -= 1;
                     t.metrics.retries.inc();
@@ -435,6 +456,9 @@ impl ProxyHttp for GatewayProxy {
             };
         };
         if session.response_written().is_none() {
+            if err.status == 413 {
+                drain_body(session).await;
+            }
             let tls = ctx.tls;
             let policy = match (ctx.state.as_ref(), ctx.route()) {
                 (_, Some(r)) => Some(&r.headers),

@@ -202,3 +202,45 @@ fn stalled_replica_under_load_is_marked_down_and_loses_its_share() {
     );
     drop(a);
 }
+
+#[test]
+fn hash_keeps_a_client_on_one_replica_and_round_robin_alternates() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let servers = format!("\"{}\", \"{}\"", a.addr(), b.addr());
+    let body = format!(
+        "[pools.h]\nbalance = \"hash\"\nhash_key = \"header:X-Client\"\nservers = [{servers}]\n\n\
+         [pools.r]\nbalance = \"round_robin\"\nservers = [{servers}]\n\n\
+         [[routes]]\nname = \"hash\"\npath = \"/\"\npool = \"h\"\n\n\
+         [[routes]]\nname = \"rr\"\npath = \"/\"\nhost = \"rr.test\"\npool = \"r\"\n"
+    );
+    let gw = Gateway::start(&body);
+    let mut owners = std::collections::HashMap::new();
+    for client in 0..16 {
+        let header = format!("X-Client: client-{client}");
+        let first = gw.curl_https("/whoami", &["-H", &header]).json()["name"].clone();
+        // The legacy SSE transport's GET /sse and POST /messages of one client stay together.
+        for _ in 0..3 {
+            assert_eq!(
+                gw.curl_https("/echo", &["-H", &header]).json()["name"],
+                first
+            );
+        }
+        owners.insert(client, first);
+    }
+    let on_a = owners.values().filter(|n| *n == "a").count();
+    assert!(
+        on_a > 0 && on_a < 16,
+        "hash sent every client to one replica: {owners:?}"
+    );
+    let names: Vec<String> = (0..4)
+        .map(|_| {
+            gw.curl_https("/whoami", &["-H", "Host: rr.test"]).json()["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_ne!(names[0], names[1], "{names:?}");
+    assert_eq!(names[0], names[2], "{names:?}");
+}

@@ -56,7 +56,7 @@ fn not_found_and_body_limit() {
                 &big,
             ],
         );
-        assert_eq!(out.status, 413, "{proto} chunked: {out:?}");
+        assert_envelope(&out, 413, "PAYLOAD_TOO_LARGE");
     }
 }
 
