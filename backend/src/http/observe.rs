@@ -152,24 +152,42 @@ impl Drop for Finish {
         if !self.state.config.access_log {
             return;
         }
-        let line = serde_json::json!({
-            "ts": crate::api_error::timestamp(),
-            "requestId": &*self.request_id,
-            "method": self.method.as_str(),
-            "path": self.path,
-            "route": &*self.route,
-            "status": self.status,
-            "bytes": self.bytes,
-            "duration_ms": (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-            "tool": self.tool,
-            "client": self.client,
-            "completed": self.ended,
-        });
+        let line = AccessLine {
+            ts: crate::api_error::timestamp(),
+            request_id: &self.request_id,
+            method: self.method.as_str(),
+            path: &self.path,
+            route: &self.route,
+            status: self.status,
+            bytes: self.bytes,
+            duration_ms: (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+            tool: self.tool,
+            client: &self.client,
+            completed: self.ended,
+        };
         let mut buf = serde_json::to_vec(&line).unwrap_or_default();
         buf.push(b'\n');
         // A closed stdout must not take the server down; the line is lost then.
         let _ = std::io::stdout().lock().write_all(&buf);
     }
+}
+
+/// One access-log line; fields in reading order (a `json!` map would sort them).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AccessLine<'a> {
+    ts: String,
+    request_id: &'a str,
+    method: &'a str,
+    path: &'a str,
+    route: &'a str,
+    status: u16,
+    bytes: u64,
+    #[serde(rename = "duration_ms")]
+    duration_ms: f64,
+    tool: Option<&'static str>,
+    client: &'a str,
+    completed: bool,
 }
 
 /// The response body, counted as it is sent.
