@@ -82,21 +82,7 @@ fn sigterm_drains_an_open_stream_then_exits_0() {
         &[("HEARTBEAT_MS", "200"), ("SHUTDOWN_GRACE_MS", "1500")],
     );
     // A 2024-11-05 SSE session: a stream that stays open until someone closes it.
-    let mut child = Command::new("curl")
-        .args(["-sS", "-N", &format!("{}/sse", b.url)])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<(Instant, String)>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send((Instant::now(), line)).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, rx) = stream_lines(&[&format!("{}/sse", b.url)]);
     let (_, first) = rx
         .recv_timeout(Duration::from_secs(5))
         .expect("endpoint event");
@@ -164,6 +150,153 @@ fn sigterm_with_nothing_open_exits_at_once() {
     assert_eq!(exit.code(), Some(0));
 }
 
+/// Takes the workspace's cross-process lock as another replica would (the file format is the
+/// one documented in backend/src/openspec/lock.rs; our own live pid keeps it from being taken
+/// over as stale). Mutating tools wait on it: a way to make a call last as long as a test needs.
+fn hold_workspace_lock(root: &std::path::Path) -> std::path::PathBuf {
+    let lock = root.join("openspec/changes/.openspec.lock");
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    std::fs::write(
+        &lock,
+        format!(
+            "pid={}\nhost=e2e-test\ncreated_ms={millis}\ntoken=held-by-the-test\n",
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    lock
+}
+
+/// Starts `curl -sS -N` with `args`; its output lines arrive on the channel with their time.
+fn stream_lines(args: &[&str]) -> (std::process::Child, mpsc::Receiver<(Instant, String)>) {
+    let mut child = Command::new("curl")
+        .arg("-sS")
+        .arg("-N")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+#[test]
+fn long_calls_get_heartbeats_then_their_result() {
+    let ws = workspace_copy();
+    let b = Backend::start(ws.path(), &[("HEARTBEAT_MS", "150")]);
+    let lock = hold_workspace_lock(ws.path());
+    let (mut child, rx) = stream_lines(&[
+        "-X",
+        "POST",
+        &format!("{}/sse", b.url),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"tool":"change.archive","input":{"slug":"add-webhooks"}}"#,
+    ]);
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::remove_file(&lock).unwrap();
+    assert!(child.wait().unwrap().success());
+    let lines: Vec<String> = rx.try_iter().map(|(_, l)| l).collect();
+    let heartbeats = lines
+        .iter()
+        .filter(|l| l.starts_with(": keep-alive"))
+        .count();
+    assert!(
+        heartbeats >= 3,
+        "heartbeats while the call waits: {lines:#?}"
+    );
+    let result = lines
+        .iter()
+        .position(|l| l == "event: result")
+        .expect("result event");
+    assert!(
+        lines[..result]
+            .iter()
+            .all(|l| !l.starts_with("event: error")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn a_call_over_the_time_limit_is_a_timeout_error() {
+    let ws = workspace_copy();
+    let b = Backend::start(ws.path(), &[("REQUEST_TIMEOUT_MS", "300")]);
+    let lock = hold_workspace_lock(ws.path());
+    let out = curl(&[
+        "-X",
+        "POST",
+        &format!("{}/tools/execute", b.url),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"tool":"change.archive","args":{"slug":"add-webhooks"}}"#,
+    ]);
+    std::fs::remove_file(&lock).unwrap();
+    assert_eq!(out.status, 504, "{}", out.body);
+    let v = out.json();
+    assert_eq!(v["error"]["code"], "TIMEOUT", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("300 ms"),
+        "{v}"
+    );
+}
+
+#[test]
+fn sigterm_lets_a_call_in_flight_finish() {
+    let ws = workspace_copy();
+    let mut b = Backend::start(ws.path(), &[("SHUTDOWN_GRACE_MS", "10000")]);
+    let lock = hold_workspace_lock(ws.path());
+    let (mut child, rx) = stream_lines(&[
+        "-X",
+        "POST",
+        &format!("{}/mcp", b.url),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"tool":"change.archive","input":{"slug":"add-webhooks"}}"#,
+    ]);
+    let (_, start) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("NDJSON start line");
+    assert!(start.contains(r#""type":"start""#), "{start}");
+    b.proc.signal("TERM");
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(b.proc.is_running(), "waits for the call in flight");
+    std::fs::remove_file(&lock).unwrap();
+    assert!(child.wait().unwrap().success());
+    let rest: Vec<String> = rx.try_iter().map(|(_, l)| l).collect();
+    assert!(
+        rest.iter().any(|l| l.contains(r#""type":"result""#)),
+        "{rest:#?}"
+    );
+    assert!(
+        rest.last().is_some_and(|l| l.contains(r#""type":"end""#)),
+        "{rest:#?}"
+    );
+    let exit = b
+        .proc
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| b.proc.fail("still running"));
+    assert_eq!(exit.code(), Some(0));
+    assert!(
+        ws.path().join("openspec/specs/webhooks/spec.md").exists(),
+        "the archive completed"
+    );
+}
+
 /// Sends `request` on an already-open connection and reads the whole response.
 fn send_raw(mut stream: TcpStream, request: &[u8]) -> String {
     stream.write_all(request).unwrap();
@@ -190,19 +323,7 @@ fn two_replicas_archiving_the_same_change_exactly_one_wins() {
     // is released: the race is decided by the lock, never by scheduling luck. The lock file
     // format is the one documented in backend/src/openspec/lock.rs; our own live pid keeps it
     // from being taken over as stale.
-    let lock = ws.path().join("openspec/changes/.openspec.lock");
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    std::fs::write(
-        &lock,
-        format!(
-            "pid={}\nhost=e2e-test\ncreated_ms={millis}\ntoken=held-by-the-test\n",
-            std::process::id()
-        ),
-    )
-    .unwrap();
+    let lock = hold_workspace_lock(ws.path());
     let barrier = Arc::new(Barrier::new(2));
     let handles: Vec<_> = [a.port, b.port]
         .into_iter()
