@@ -276,6 +276,22 @@ fn envelope_codes() {
 
     let out = curl(&["-X", "PUT", &format!("{}/tools", b.url)]);
     assert_envelope(&out, 405, "METHOD_NOT_ALLOWED");
+
+    // JSON-RPC without the Accept header Streamable HTTP requires: still the envelope.
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let out = post(
+        &format!("{}/mcp", b.url),
+        ping,
+        &["-H", "accept: text/plain"],
+    );
+    let v = assert_envelope(&out, 406, "BAD_REQUEST");
+    assert!(
+        v["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("text/event-stream"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -354,6 +370,29 @@ fn rate_limit_per_token_with_retry_after() {
     // Another token has its own allowance; probes are not limited.
     assert_eq!(curl(&[&tools, "-H", "Authorization: Bearer b"]).status, 200);
     assert_eq!(curl(&[&format!("{}/healthz", b.url)]).status, 200);
+}
+
+#[test]
+fn rate_limit_per_client_ip_behind_a_proxy_when_auth_is_off() {
+    let ws = workspace_copy();
+    let b = Backend::start(ws.path(), &[("RATE_LIMIT", "2")]);
+    let tools = format!("{}/tools", b.url);
+    // The peer is loopback (a proxy such as the gateway): its X-Real-IP names the client.
+    for _ in 0..2 {
+        assert_eq!(curl(&[&tools, "-H", "X-Real-IP: 203.0.113.7"]).status, 200);
+    }
+    let out = curl(&[&tools, "-H", "X-Real-IP: 203.0.113.7"]);
+    assert_envelope(&out, 429, "RATE_LIMITED");
+    assert_eq!(
+        curl(&[&tools, "-H", "X-Real-IP: 203.0.113.8"]).status,
+        200,
+        "another client"
+    );
+    assert_eq!(
+        curl(&[&tools, "-H", "X-Forwarded-For: 203.0.113.7, 198.51.100.1"]).status,
+        200,
+        "the proxy-appended (last) X-Forwarded-For entry is the client"
+    );
 }
 
 #[test]

@@ -2,19 +2,22 @@
 //! constant-time compare), and the per-key rate limit (RATE_LIMIT). Health probes and
 //! /metrics are open: probes and Prometheus carry no token.
 //!
+//! Without auth the rate-limit key is the client IP (see `observe::client_ip` for how a
+//! proxy's forwarded address is trusted).
+//!
 //! Order: a foreign `Origin` is refused first (403: a browser page must not drive the tools,
 //! whatever token it holds), then CORS preflights are answered (browsers send them without
 //! credentials), then the token is checked (401), then the rate limit (429). A request with no
 //! `Origin` header comes from a non-browser client and passes the Origin check.
 
+use super::observe::ClientIp;
 use super::reply::{self, request_id_of};
 use super::AppState;
 use crate::api_error::ApiError;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -109,8 +112,8 @@ pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next)
             _ => {
                 let ip = req
                     .extensions()
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0.ip().to_string())
+                    .get::<ClientIp>()
+                    .map(|c| c.0.to_string())
                     .unwrap_or_default();
                 format!("ip:{ip}")
             }

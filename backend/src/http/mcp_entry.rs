@@ -70,7 +70,8 @@ pub async fn post_mcp(State(state): State<Arc<AppState>>, req: Request) -> Respo
         Kind::JsonRpc(tool) => {
             let label = tool.as_deref().and_then(|t| state.exec.tool_name(t));
             let req = Request::from_parts(parts, Body::from(bytes));
-            let mut resp = state.mcp.handle(req).await.map(Body::new);
+            let resp = state.mcp.handle(req).await.map(Body::new);
+            let mut resp = envelope_plain_errors(resp, &rid).await;
             if let Some(t) = label {
                 resp.extensions_mut().insert(ToolLabel(t));
             }
@@ -83,6 +84,52 @@ pub async fn post_mcp(State(state): State<Arc<AppState>>, req: Request) -> Respo
             &rid,
         ),
     }
+}
+
+/// rmcp answers transport-level refusals (406 without the right Accept, 415 without a JSON
+/// Content-Type, ...) as plain text; outside JSON-RPC our clients expect the envelope. JSON
+/// answers (JSON-RPC errors) and streams pass untouched.
+async fn envelope_plain_errors(resp: Response, rid: &str) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.starts_with("application/json") || ct.starts_with("text/event-stream")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    let text = match axum::body::to_bytes(resp.into_body(), 64 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let code = match status {
+        StatusCode::FORBIDDEN => "FORBIDDEN",
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+        s if s.is_server_error() => "INTERNAL_ERROR",
+        _ => "BAD_REQUEST",
+    };
+    let message = if text.is_empty() {
+        status.to_string()
+    } else {
+        text
+    };
+    let mut err = ApiError::new(status, code, message);
+    if status == StatusCode::NOT_ACCEPTABLE {
+        err = err.with_hint("send Accept: application/json, text/event-stream");
+    } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        err = err.with_hint("send Content-Type: application/json");
+    }
+    let mut out = reply::error(&err, rid);
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
 }
 
 /// GET (and DELETE) /mcp: this server keeps no sessions and opens no standalone stream.

@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -29,6 +29,46 @@ pub fn valid_request_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The client's address, set by `observe` for the guard and the access log.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub IpAddr);
+
+/// The TCP peer, unless the peer is a proxy on a loopback or private address (the gateway in
+/// front of the replicas): then the address the proxy reports, from `X-Real-IP` or else the
+/// last `X-Forwarded-For` entry (the one the proxy appended; earlier ones are the client's
+/// own claims). A client reaching the backend directly from a public address cannot choose
+/// its key this way.
+pub fn client_ip(req: &Request) -> IpAddr {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    if !is_internal(peer) {
+        return peer;
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    header("x-real-ip")
+        .and_then(|v| v.trim().parse().ok())
+        .or_else(|| {
+            header("x-forwarded-for")
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(peer)
+}
+
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
+                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback() || v4.is_private())
+        }
+    }
 }
 
 pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
@@ -47,11 +87,9 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
         .get::<MatchedPath>()
         .map(|m| Arc::<str>::from(m.as_str()))
         .unwrap_or_else(|| Arc::from("unmatched"));
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_default();
+    let client_ip = client_ip(&req);
+    req.extensions_mut().insert(ClientIp(client_ip));
+    let client = client_ip.to_string();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     state.metrics.http_active.inc();
