@@ -66,11 +66,19 @@ pub fn run(cfg: Config, cli: &Cli) -> Result<(), String> {
     };
     let config_path: PathBuf = cfg.file.clone();
     let listeners = cfg.listeners.clone();
+    let listeners_pid_file = cfg.server.pid_file.clone();
     let state = State::build(Arc::new(cfg), 1)?;
     let shared = Shared::new(state, config_path);
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    // issue 4: `gateway -s reload` finds this process through the pid file, which Pingora
+    // writes only when it daemonizes.
+    if !cli.daemon {
+        let pid_file = &listeners_pid_file;
+        std::fs::write(pid_file, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("server.pid_file: cannot write {}: {e}", pid_file.display()))?;
+    }
 
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
