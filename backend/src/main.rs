@@ -88,6 +88,23 @@ async fn serve(config: Config, workspace: Workspace) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Variables of the user's Node server that mean nothing here: say so instead of ignoring
+    // them silently.
+    for (var, why) in [
+        (
+            "TLS_CERT",
+            "TLS terminates at the gateway; the backend speaks plain HTTP",
+        ),
+        (
+            "TLS_KEY",
+            "TLS terminates at the gateway; the backend speaks plain HTTP",
+        ),
+        ("PROMETHEUS_PORT", "metrics are served on /metrics of PORT"),
+    ] {
+        if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
+            log::warn!("{var} is set but ignored: {why}");
+        }
+    }
     if config.auth_tokens.is_empty() {
         log::warn!("AUTH_TOKENS is empty: authentication is disabled, every client may call tools");
     }
