@@ -170,7 +170,7 @@ impl SplitRt {
                 };
             }
             Sticky::Bearer => crate::zones::bearer_token(req).map(hash_of),
-            Sticky::ClientIp => client_ip.map(|ip| hash_of(ip)),
+            Sticky::ClientIp => client_ip.map(hash_of),
             Sticky::Header(h) => req.headers.get(h.as_str()).map(|v| hash_of(v.as_bytes())),
             Sticky::None => None,
         };
