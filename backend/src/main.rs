@@ -1,6 +1,7 @@
 //! `backend`: reads its configuration from the environment (see `backend --help`), opens the
 //! OpenSpec workspace, serves HTTP until SIGTERM/SIGINT, then drains and exits 0.
 //! Exit codes: 0 after a clean shutdown, 2 for a bad argument or configuration value,
+//! 1 on a second SIGTERM/SIGINT during the drain (exit at once),
 //! 1 when the port cannot be bound or the server fails.
 
 use backend::config::{self, Config};
@@ -146,7 +147,14 @@ async fn serve(config: Config, workspace: Workspace) -> ExitCode {
         );
         drain.begin_drain();
         let _ = stop_tx.send(());
-        tokio::time::sleep(grace).await;
+        // A second signal means "now": the operator does not want to wait for the drain.
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {}
+            second = shutdown::signal() => {
+                log::warn!("{second} during the drain: exiting without waiting");
+                std::process::exit(1);
+            }
+        }
         log::info!("grace period over: closing open streams");
         drain.close_streams();
         tokio::time::sleep(CLOSE_MARGIN).await;

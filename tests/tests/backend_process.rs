@@ -138,6 +138,30 @@ fn sigterm_drains_an_open_stream_then_exits_0() {
 }
 
 #[test]
+fn a_second_sigterm_ends_the_drain_at_once() {
+    let ws = workspace_copy();
+    let mut b = Backend::start(ws.path(), &[("SHUTDOWN_GRACE_MS", "60000")]);
+    let (mut child, rx) = stream_lines(&[&format!("{}/sse", b.url)]);
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("endpoint event");
+    b.proc.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(b.proc.is_running(), "draining the open stream");
+    b.proc.signal("TERM");
+    let exit = b
+        .proc
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| b.proc.fail("still running"));
+    assert_eq!(
+        exit.code(),
+        Some(1),
+        "an interrupted drain is not a clean exit"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
 fn sigterm_with_nothing_open_exits_at_once() {
     let ws = workspace_copy();
     let mut b = Backend::start(ws.path(), &[("SHUTDOWN_GRACE_MS", "20000")]);
