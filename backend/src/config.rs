@@ -39,8 +39,8 @@ pub const VARS: &[VarDoc] = &[
     VarDoc {
         name: "ALLOWED_ORIGINS",
         default: "(empty)",
-        help: "comma-separated browser origins allowed by CORS and Origin checks; * allows any \
-               (CORS_ORIGINS is read when this is unset)",
+        help: "comma-separated browser origins (scheme://host[:port]) for CORS and the Origin \
+               check; * allows any; CORS_ORIGINS is read when unset",
     },
     VarDoc {
         name: "RATE_LIMIT",
@@ -65,7 +65,7 @@ pub const VARS: &[VarDoc] = &[
     VarDoc {
         name: "REQUEST_TIMEOUT_MS",
         default: "30000",
-        help: "per tool call time limit (exceeded: TIMEOUT error)",
+        help: "time limit of a writing tool call (change.archive, task.update): TIMEOUT after it",
     },
     VarDoc {
         name: "SHUTDOWN_GRACE_MS",
