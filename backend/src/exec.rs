@@ -143,7 +143,7 @@ impl Executor {
         progress: Option<UnboundedSender<ProgressUpdate>>,
     ) -> Result<ToolOutput, ApiError> {
         let progress = ChannelProgress(progress);
-        if INLINE_TOOLS.contains(&tool) {
+        if is_read_only(tool) {
             return self
                 .registry
                 .call(tool, input, &progress)

@@ -58,7 +58,7 @@ impl McpHandler {
                 if let Some(out) = &d.output_schema {
                     t = t.with_raw_output_schema(Arc::new(as_object(out)));
                 }
-                let read_only = READ_ONLY.contains(&d.name);
+                let read_only = crate::exec::is_read_only(d.name);
                 t.with_annotations(
                     ToolAnnotations::with_title(d.title)
                         .read_only(read_only)
