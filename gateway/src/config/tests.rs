@@ -194,7 +194,8 @@ fn shipped_local_toml_is_valid_and_matches_the_seed() {
     assert_eq!(route("/healthz").name, "healthz");
     assert_eq!(route("/health/live").name, "health");
     assert_eq!(route("/tools/execute").name, "tools");
-    assert_eq!(route("/anything").name, "default");
+    // No catch-all: backend internals such as /metrics are not routed.
+    assert!(c.match_route(None, "/metrics").is_none());
     assert_eq!(c.zones["api"].rate.to_string(), "10r/s");
     assert_eq!(c.zones["sse"].rate.to_string(), "5r/s");
     assert_eq!(c.zones["api"].size, 10 << 20);
