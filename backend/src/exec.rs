@@ -26,14 +26,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
-/// Tools that only read a few small files: run inline (see the module comment).
-const INLINE_TOOLS: &[&str] = &[
+/// Tools that only read a few small files: run inline (see the module comment), and shown to
+/// MCP clients with `readOnlyHint`.
+const READ_ONLY_TOOLS: &[&str] = &[
     "change.list",
     "change.open",
     "task.list",
     "spec.list",
     "spec.open",
 ];
+
+pub fn is_read_only(tool: &str) -> bool {
+    READ_ONLY_TOOLS.contains(&tool)
+}
 
 /// One progress report from a running tool.
 #[derive(Debug, Clone)]

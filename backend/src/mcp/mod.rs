@@ -30,15 +30,6 @@ pub struct McpHandler {
     tools: Arc<Vec<Tool>>,
 }
 
-/// Tools that only read (shown to clients as `readOnlyHint`).
-const READ_ONLY: &[&str] = &[
-    "change.list",
-    "change.open",
-    "task.list",
-    "spec.list",
-    "spec.open",
-];
-
 fn as_object(v: &Value) -> JsonObject {
     match v {
         Value::Object(o) => o.clone(),
