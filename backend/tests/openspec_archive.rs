@@ -237,10 +237,21 @@ fn archive_applies_every_delta_kind_and_moves_the_change() {
 }
 
 #[test]
-fn archiving_again_is_not_found_and_points_to_the_archive() {
+fn archiving_again_is_a_conflict_naming_the_archive() {
+    // Two replicas whose calls do not overlap in time must still see one success and
+    // one conflict, not a conflict for one timing and "not found" for another.
     let (_dir, reg) = workspace();
     call(&reg, "change.archive", json!({"slug": "add-webhooks"})).unwrap();
     let err = call(&reg, "change.archive", json!({"slug": "add-webhooks"})).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Conflict);
+    assert!(
+        err.message
+            .contains(&format!("changes/archive/{}-add-webhooks", today())),
+        "{}",
+        err.message
+    );
+    // Reading it is still "not found among the active changes", pointing to the archive.
+    let err = call(&reg, "change.open", json!({"slug": "add-webhooks"})).unwrap_err();
     assert_eq!(err.code, ErrorCode::NotFound);
     assert!(err
         .hint

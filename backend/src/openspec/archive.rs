@@ -12,7 +12,7 @@
 use super::delta::{self, DeltaPlan};
 use super::lock::WorkspaceLock;
 use super::spec::{self, RequirementBlock};
-use super::{fsio, tasks, Error, Result, Workspace};
+use super::{fsio, tasks, Error, ErrorKind, Result, Workspace};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,14 +63,24 @@ pub fn archive(
     force: bool,
     progress: &dyn Fn(f64, f64, &str),
 ) -> Result<ArchiveReport> {
-    ws.change_dir(slug)?; // NotFound/InvalidInput before waiting on any lock
+    // An already archived change is a conflict, whether another replica archived it while
+    // this request waited for the lock or a moment before it arrived: both callers asked
+    // for the same state change and only one can have made it.
+    let active_dir = || {
+        ws.change_dir(slug).map_err(|e| match e.kind {
+            ErrorKind::NotFound => match ws.find_archived(slug) {
+                Some(done) => Error::conflict(format!(
+                    "change {slug} is already archived as changes/archive/{done}"
+                ))
+                .with_hint("change.list with include_archived: true shows it"),
+                None => e,
+            },
+            _ => e,
+        })
+    };
+    active_dir()?; // NotFound/InvalidInput/Conflict before waiting on any lock
     let _lock = WorkspaceLock::acquire(&ws.changes_dir(), LOCK_WAIT)?;
-    let dir = ws.change_dir(slug).map_err(|e| match ws.find_archived(slug) {
-        Some(done) => Error::conflict(format!(
-            "change {slug} was archived by another request as changes/archive/{done} while this one waited"
-        )),
-        None => e,
-    })?;
+    let dir = active_dir()?;
 
     // Tasks.
     let task_list = super::fsio::read_optional(&dir.join("tasks.md"))?
