@@ -206,7 +206,8 @@ impl Backend {
             }
             thread::sleep(Duration::from_millis(50));
         }
-        self.proc.fail("backend did not answer /healthz within 15 s");
+        self.proc
+            .fail("backend did not answer /healthz within 15 s");
     }
 }
 
