@@ -14,6 +14,9 @@ use backend::tools::Registry;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Duration;
 
 /// After the grace period, open streams are cancelled; this much more is allowed for their

@@ -1,6 +1,9 @@
 //! `gateway`: a Pingora reverse proxy that replaces nginx in front of MCP tool servers.
 //! See `gateway --help` and conf/local.toml for the configuration reference.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod access_log;
 mod admin;
 mod balance;

@@ -103,12 +103,23 @@ fn sse_and_ndjson_arrive_event_by_event_on_http1_and_h2() {
         assert_spaced(&lines, 4, 400, &format!("NDJSON over {proto}"));
     }
     // The access log has one JSON line per request, with the stream's timings.
-    let log = gw.setup.access_log();
-    let sse_line = log
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("access log line is JSON"))
-        .find(|v| v["path"] == "/sse")
-        .expect("an access-log line for /sse");
+    // Lines are written by a background thread within a short tick: wait for it (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let sse_line = loop {
+        let found = gw
+            .setup
+            .access_log()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("access log line is JSON"))
+            .find(|v| v["path"] == "/sse");
+        match found {
+            Some(v) => break v,
+            None if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            None => panic!("no access-log line for /sse:\n{}", gw.setup.access_log()),
+        }
+    };
     assert_eq!(sse_line["route"], "sse");
     assert_eq!(sse_line["status"], 200);
     assert!(sse_line["upstream_response_time"].as_f64().unwrap() >= 1.2);
