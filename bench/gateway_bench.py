@@ -178,10 +178,15 @@ http {{
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_session_cache shared:SSL:10m;
     ssl_session_timeout 10m;
+    # nginx closes a client connection (HTTP/1.1 and, since 1.19.7, HTTP/2 by GOAWAY)
+    # after 1000 requests by default; h2load does not reconnect, which would starve the
+    # nginx runs. The gateway has no such cap, so lift it on both sides for parity.
+    keepalive_requests 1000000;
     upstream backend {{
         least_conn;
 {servers}
         keepalive 64;
+        keepalive_requests 1000000;
     }}
     server {{
         listen 127.0.0.1:{http_port};
