@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
@@ -18,6 +19,16 @@ use crate::proxy::GatewayProxy;
 use crate::shutdown::Signals;
 use crate::state::{Shared, State};
 use crate::{access_log, tls};
+
+/// Client-side write buffer. Pingora's default (1460 bytes, one segment) sends a response's
+/// header and a body of a few KB in two syscalls and two packets; 16 KiB coalesces a typical
+/// tool result into one. Streams are unaffected: Pingora flushes chunked and close-delimited
+/// bodies after every write, and only buffers bodies of known length until complete.
+const CLIENT_WRITE_BUFFER: usize = 16 * 1024;
+
+fn client_buffers() -> L4BufferSettings {
+    L4BufferSettings::default().write(CLIENT_WRITE_BUFFER)
+}
 
 fn server_conf(cfg: &Config, cli: &Cli) -> ServerConf {
     let s = &cfg.server;
@@ -88,10 +99,14 @@ pub fn run(cfg: Config, cli: &Cli) -> Result<(), String> {
         "gateway proxy",
     );
     if let Some(h) = &listeners.http {
-        proxy.add_tcp(&h.address.to_string());
+        proxy.add_listener(ListenerConfig::tcp(h.address.to_string()).l4_buffer(client_buffers()));
     }
     if let (Some(l), Some(settings)) = (&listeners.https, tls_settings) {
-        proxy.add_tls_with_settings(&l.address.to_string(), None, settings);
+        proxy.add_listener(
+            ListenerConfig::tcp(l.address.to_string())
+                .tls(settings)
+                .l4_buffer(client_buffers()),
+        );
     }
     server.add_service(proxy);
 
