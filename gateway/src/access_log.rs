@@ -2,6 +2,7 @@
 //! a blocked stdout never stalls the proxy (lines are dropped and counted if it falls behind).
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
 
@@ -14,7 +15,10 @@ use crate::metrics::METRICS;
 pub struct Entry<'a> {
     pub ts: String,
     pub request_id: &'a str,
+    /// The client after `[real_ip]` (nginx's `$remote_addr` with realip).
     pub client: &'a str,
+    /// The TCP peer the request came from (nginx's `$realip_remote_addr`); null when not inet.
+    pub peer: Option<IpAddr>,
     pub method: &'a str,
     pub path: &'a str,
     pub status: u16,

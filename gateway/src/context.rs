@@ -35,7 +35,11 @@ pub struct Ctx {
     pub route: Option<usize>,
     pub target: usize,
     pub request_id: String,
+    /// The TCP peer's address (None on a non-inet socket).
+    pub peer_ip: Option<IpAddr>,
+    /// The client after `[real_ip]`: the peer, or the address a trusted proxy's header names.
     pub client_ip: Option<IpAddr>,
+    /// `client_ip` as text (X-Real-IP, the access log's `client`).
     pub client: String,
     pub tls: bool,
     pub tls_version: Option<Cow<'static, str>>,
@@ -73,6 +77,7 @@ impl Ctx {
             route: None,
             target: 0,
             request_id: String::new(),
+            peer_ip: None,
             client_ip: None,
             client: String::new(),
             tls: false,

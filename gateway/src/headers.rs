@@ -2,6 +2,9 @@
 //! id, Host) and to every response (security headers, HSTS on HTTPS only, a version-less Server,
 //! the request id). Header names and values are parsed once per state build.
 
+use std::io::Write;
+use std::net::IpAddr;
+
 use http::header::{HeaderName, HeaderValue, HOST, SERVER, STRICT_TRANSPORT_SECURITY};
 use pingora::http::{RequestHeader, ResponseHeader};
 
@@ -93,24 +96,69 @@ pub fn request_id(req: &RequestHeader) -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// Longest text form of an IP address: "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".
+const IP_TEXT_MAX: usize = 45;
+
+/// `ip` as text in `buf`, without allocating.
+fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
+    let n = {
+        let mut cur = std::io::Cursor::new(&mut buf[..]);
+        // Cannot overflow: IP_TEXT_MAX is the longest form Display writes.
+        let _ = write!(cur, "{ip}");
+        cur.position() as usize
+    };
+    &buf[..n]
+}
+
 /// The forwarding headers of the seed's nginx: X-Forwarded-For appended, X-Real-IP,
 /// X-Forwarded-Proto, and Host kept (taken from the URI authority for HTTP/2 clients, which send
 /// `:authority` instead of Host).
-pub fn forward(req: &mut RequestHeader, client_ip: &str, tls: bool, request_id: &str) {
-    let xff = match req.headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
-        Some(prev) if !prev.is_empty() => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + client_ip.len());
-            v.extend_from_slice(prev);
+///
+/// `client` is the client after `[real_ip]` (the TCP peer unless that peer is a trusted proxy)
+/// and goes out as X-Real-IP. `peer` is the TCP peer: X-Forwarded-For gets the incoming chain
+/// (every line, never trusted here) plus the peer, so it records each hop honestly. nginx with
+/// realip differs: `$proxy_add_x_forwarded_for` appends `$remote_addr`, which realip has already
+/// replaced by the client, so nginx sends "client, client" and drops the proxy hop (the peer
+/// survives only in `$realip_remote_addr`). Without a peer address (not an inet socket), the
+/// client text is appended, as before.
+pub fn forward(
+    req: &mut RequestHeader,
+    client: &str,
+    peer: Option<IpAddr>,
+    tls: bool,
+    request_id: &str,
+) {
+    let mut buf = [0u8; IP_TEXT_MAX];
+    let hop: &[u8] = match peer {
+        Some(ip) => ip_text(ip, &mut buf),
+        None => client.as_bytes(),
+    };
+    let mut incoming = req
+        .headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .map(|v| v.as_bytes())
+        .filter(|v| !v.is_empty());
+    let xff = match incoming.next() {
+        Some(first) => {
+            let mut v = Vec::with_capacity(first.len() + 2 + hop.len());
+            v.extend_from_slice(first);
+            // Several header lines are one list (RFC 9110 §5.3), in order.
+            for more in incoming {
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(more);
+            }
             v.extend_from_slice(b", ");
-            v.extend_from_slice(client_ip.as_bytes());
-            HeaderValue::from_bytes(&v).ok()
+            v.extend_from_slice(hop);
+            // Hands the buffer over without a copy.
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
         }
-        _ => HeaderValue::from_str(client_ip).ok(),
+        None => HeaderValue::from_bytes(hop).ok(),
     };
     if let Some(xff) = xff {
         let _ = req.insert_header(X_FORWARDED_FOR.clone(), xff);
     }
-    let _ = req.insert_header(X_REAL_IP.clone(), client_ip);
+    let _ = req.insert_header(X_REAL_IP.clone(), client);
     let _ = req.insert_header(
         X_FORWARDED_PROTO.clone(),
         if tls { "https" } else { "http" },
@@ -155,13 +203,42 @@ mod tests {
         let mut req = RequestHeader::build("POST", b"/mcp", None).unwrap();
         req.insert_header("x-forwarded-for", "203.0.113.9").unwrap();
         req.insert_header("host", "example.com:8443").unwrap();
-        forward(&mut req, "127.0.0.1", true, "abc");
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        forward(&mut req, "127.0.0.1", Some(peer), true, "abc");
         let h = |n: &str| req.headers.get(n).unwrap().to_str().unwrap().to_string();
         assert_eq!(h("x-forwarded-for"), "203.0.113.9, 127.0.0.1");
         assert_eq!(h("x-real-ip"), "127.0.0.1");
         assert_eq!(h("x-forwarded-proto"), "https");
         assert_eq!(h("x-request-id"), "abc");
         assert_eq!(h("host"), "example.com:8443");
+    }
+
+    #[test]
+    fn resolved_client_is_x_real_ip_and_the_peer_ends_the_chain() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("x-forwarded-for", "198.51.100.1")
+            .unwrap();
+        req.append_header("x-forwarded-for", "203.0.113.7").unwrap();
+        let peer: IpAddr = "10.1.2.3".parse().unwrap();
+        forward(&mut req, "203.0.113.7", Some(peer), false, "abc");
+        let h = |n: &str| req.headers.get(n).unwrap().to_str().unwrap().to_string();
+        assert_eq!(h("x-forwarded-for"), "198.51.100.1, 203.0.113.7, 10.1.2.3");
+        assert_eq!(req.headers.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h("x-real-ip"), "203.0.113.7");
+
+        // No incoming chain; the longest IPv6 text fits the stack buffer.
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        let v6: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        forward(&mut req, "x", Some(v6), false, "abc");
+        let xff = req
+            .headers
+            .get("x-forwarded-for")
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert_eq!(xff.parse::<IpAddr>().unwrap(), v6);
     }
 
     #[test]

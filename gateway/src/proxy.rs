@@ -74,17 +74,17 @@ impl ProxyHttp for GatewayProxy {
             ctx.tls = true;
             ctx.tls_version = Some(ssl.version.clone());
         }
-        ctx.client_ip = session
+        ctx.peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        // issue 4: behind a trusted proxy the client is the address its header names (nginx's
+        // realip); it is what zones, splits, hashing, X-Real-IP and the access log see.
+        ctx.client_ip = ctx.peer_ip.map(|peer| {
+            crate::real_ip::client_ip(&state.config.real_ip, peer, session.req_header())
+        });
         if let Some(ip) = ctx.client_ip {
             ctx.client = ip.to_string();
-        }
-        // issue 4: behind a trusted proxy the client is the address its header names.
-        if let Some(peer) = ctx.client_ip {
-            let real = crate::real_ip::client_ip(&state.config.real_ip, peer, session.req_header());
-            ctx.client_ip = Some(real);
         }
 
         // Plain HTTP: 301 to HTTPS unless the path is exempt.
@@ -354,7 +354,13 @@ impl ProxyHttp for GatewayProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        headers::forward(upstream_request, &ctx.client, ctx.tls, &ctx.request_id);
+        headers::forward(
+            upstream_request,
+            &ctx.client,
+            ctx.peer_ip,
+            ctx.tls,
+            &ctx.request_id,
+        );
         Ok(())
     }
 

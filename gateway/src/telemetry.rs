@@ -67,6 +67,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         request_id: &ctx.request_id,
         client: &ctx.client,
+        peer: ctx.peer_ip,
         method: req.method.as_str(),
         path: req.uri.path(),
         status,

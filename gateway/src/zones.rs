@@ -3,6 +3,12 @@
 //! applied in place, as nginx keeps its shared memory across `nginx -s reload`), the per-route
 //! limiter (key extraction, nginx's burst / nodelay / delay=N), and the refusal: the zone's
 //! status (429 by default) with `Retry-After` and the JSON error envelope.
+//!
+//! A request whose key is empty (no `Authorization: Bearer` token for `key = "bearer"`, the
+//! header absent or empty for `key = "header:X"`, no inet peer for `key = "client_ip"`) is not
+//! accounted, as nginx's limit_req says: it passes, creates no zone state, and is counted
+//! nowhere (not in `gateway_zone_requests_total`, not in `/status`), so keyless clients never
+//! throttle one another. Limit those with another zone (a `client_ip` one) if they must be.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -30,7 +36,7 @@ static ZONE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     let v = IntCounterVec::new(
         Opts::new(
             "gateway_zone_requests_total",
-            "Requests checked by a rate zone, by outcome (passed, delayed, rejected)",
+            "Requests checked by a rate zone, by outcome (passed, delayed, rejected); requests with an empty key are not accounted",
         ),
         &["zone", "outcome"],
     )
@@ -164,6 +170,10 @@ impl RouteLimiter {
                 .map(|v| v.as_bytes())
                 .unwrap_or(b""),
         };
+        // nginx: "requests with an empty key value are not accounted" (no state, no counter).
+        if key.is_empty() {
+            return Verdict::Pass;
+        }
         match self.zone.check(key, now_ms(), self.burst, self.delay) {
             Decision::Pass => {
                 self.passed.inc();
@@ -288,6 +298,25 @@ limit = { zone = "z", burst = 1, nodelay = true }
         .unwrap();
         let zones3 = sync(&cfg3);
         assert!(!zones3.contains_key("z"));
+    }
+
+    #[test]
+    fn empty_keys_are_not_accounted() {
+        let conf = CONF
+            .replace("zones.z", "zones.e")
+            .replace("zone = \"z\"", "zone = \"e\"");
+        let cfg = config::parse(&conf, std::path::Path::new("/tmp/t.toml")).unwrap();
+        // Not through `sync`: the registry is shared with the reload test running beside this.
+        let zones = HashMap::from([("e".to_string(), Arc::new(Zone::new(1000, 100)))]);
+        let lim = RouteLimiter::new(&cfg, cfg.routes[0].limit.as_ref().unwrap(), &zones).unwrap();
+        let anonymous = RequestHeader::build("GET", b"/", None).unwrap();
+        for _ in 0..10 {
+            assert!(matches!(lim.check(&anonymous, None), Verdict::Pass));
+        }
+        let c = zones["e"].counters();
+        assert_eq!((c.passed, c.delayed, c.rejected), (0, 0, 0));
+        assert_eq!(zones["e"].len(), 0, "no state for the empty key");
+        assert_eq!(lim.passed.get(), 0);
     }
 
     #[test]

@@ -74,3 +74,37 @@ def test_refusal_real_ip_and_state_across_reload(procs, tmp_path):
     zone = gw.status()["zones"][0]
     assert zone["name"] == "api" and zone["rejected"] == 3 and zone["keys"] == 3
     assert zone["rate_milli_per_sec"] == 33
+
+
+def test_requests_without_the_key_are_not_accounted(procs, tmp_path):
+    """nginx's limit_req: "requests with an empty key value are not accounted". Clients without
+    a bearer token do not share one bucket (they would throttle each other); they pass, and no
+    zone counter or state records them."""
+    up = start_upstream(procs, "up")
+    zone = body(up).replace('key = "client_ip"', 'key = "bearer"')
+    gw = PolicyGateway(procs, tmp_path, zone, real_ip=TRUSTED)
+
+    async def run() -> tuple[list[int], list[tuple[int, bytes]]]:
+        c = Conn(gw.http_port)
+        with_token = []
+        for _ in range(2):
+            s, _, _ = await c.request("GET", "/whoami", {"Authorization": "Bearer t-1"})
+            with_token.append(s)
+        anonymous = []
+        for _ in range(20):
+            s, _, raw = await c.request("GET", "/whoami")
+            anonymous.append((s, raw))
+        await c.close()
+        return with_token, anonymous
+
+    with_token, anonymous = asyncio.run(run())
+    assert with_token == [200, 429]
+    for status, raw in anonymous:
+        assert status == 200, raw
+        assert json.loads(raw)["name"] == "up", "answered by the upstream"
+
+    text = gw.metrics_text()
+    assert metric_sum(text, "gateway_zone_requests_total", zone="api", outcome="passed") == 1
+    assert metric_sum(text, "gateway_zone_requests_total", zone="api", outcome="rejected") == 1
+    z = gw.status()["zones"][0]
+    assert (z["passed"], z["rejected"], z["keys"]) == (1, 1, 1)
