@@ -34,8 +34,10 @@ pub fn build_peer(pool: &Pool, backend: &BackendEntry, t: &Timeouts) -> Box<Http
     let (tls, sni) = match &pool.tls {
         None => (false, String::new()),
         Some(UpstreamTls { sni: Some(s), .. }) => (true, s.clone()),
-        // An IP literal sends no SNI; a DNS name sends itself.
-        Some(_) if backend.host.parse::<std::net::IpAddr>().is_ok() => (true, String::new()),
+        // The server's host is the name to send and verify. An IP literal stays the name too
+        // (openssl sends no SNI for it): an empty name would make Pingora turn verification
+        // *off* (nginx's habit), so `tls_verify = true`, the default, silently did nothing for
+        // servers given by IP.
         Some(_) => (true, backend.host.to_string()),
     };
     let mut peer = HttpPeer::new(backend.addr, tls, sni);

@@ -1,7 +1,9 @@
 """Purpose-built HTTP/1.1 upstreams for the gateway tests: real peers on loopback whose timing
 we control (the gateway under test is never mocked).
 
-    python upstreams.py --port P [--name N] [--mode normal|stall]
+    python upstreams.py --port P [--name N] [--mode normal|stall] [--tls-cert C --tls-key K]
+
+With --tls-cert/--tls-key the normal mode speaks HTTPS (HTTP/1.1 over TLS) instead of plain HTTP.
 
 normal mode routes:
   GET  /healthz                  200 {"ok":true} (503 after POST /admin/unhealthy)
@@ -13,6 +15,7 @@ normal mode routes:
   ANY  /big?size=5000            application/json body of about size bytes
   ANY  /slow?ms=500              answers after ms
   GET  /stats                    {"open_streams", "closed_by_client", "requests", "connections"}
+  GET  /tls                      {"tls": version negotiated on this connection or null, "sni": last SNI}
   POST /admin/unhealthy|healthy  flip /healthz
 stall mode: accepts TCP connections and never answers.
 """
@@ -22,11 +25,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import time
 from urllib.parse import parse_qs, urlsplit
 
 STATS = {"open_streams": 0, "closed_by_client": 0, "requests": 0, "connections": 0}
 HEALTHY = {"ok": True}
+# The SNI name the last TLS client sent (None = none sent), for /tls.
+TLS_SEEN = {"sni": None}
 
 
 async def read_request(reader: asyncio.StreamReader):
@@ -144,6 +150,10 @@ async def handle(reader, writer, name: str, port: int) -> None:
                 await send_json(writer, 200, {"name": name, "port": port})
             elif path == "/stats":
                 await send_json(writer, 200, STATS)
+            elif path == "/tls":
+                tls = writer.get_extra_info("ssl_object")
+                await send_json(writer, 200, {"tls": tls.version() if tls else None,
+                                              "sni": TLS_SEEN["sni"], "name": name})
             elif path == "/echo":
                 await send_json(writer, 200, {"method": method, "target": target,
                                               "headers": headers, "body_len": len(body),
@@ -198,13 +208,26 @@ async def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--name", default="upstream")
     ap.add_argument("--mode", choices=["normal", "stall"], default="normal")
+    ap.add_argument("--tls-cert", help="PEM certificate: serve HTTPS instead of HTTP")
+    ap.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = ap.parse_args()
+    tls_ctx = None
+    if args.tls_cert:
+        tls_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls_ctx.load_cert_chain(args.tls_cert, args.tls_key)
+
+        def remember_sni(_obj, server_name, _ctx):
+            TLS_SEEN["sni"] = server_name
+
+        tls_ctx.sni_callback = remember_sni
     if args.mode == "stall":
         server = await asyncio.start_server(stall, "127.0.0.1", args.port)
     else:
         server = await asyncio.start_server(
-            lambda r, w: handle(r, w, args.name, args.port), "127.0.0.1", args.port)
-    print(f"listening on 127.0.0.1:{args.port} ({args.mode})", flush=True)
+            lambda r, w: handle(r, w, args.name, args.port), "127.0.0.1", args.port,
+            ssl=tls_ctx)
+    scheme = "https" if tls_ctx else "http"
+    print(f"listening on 127.0.0.1:{args.port} ({args.mode}, {scheme})", flush=True)
     async with server:
         await server.serve_forever()
 
