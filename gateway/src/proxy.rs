@@ -242,8 +242,10 @@ impl ProxyHttp for GatewayProxy {
         _session: &mut Session,
         peer: &HttpPeer,
         ctx: &mut Ctx,
-        mut e: Box<Error>,
+        e: Box<Error>,
     ) -> Box<Error> {
+        // Name the backend in the error log line (a TLS verification failure names only the SNI).
+        let mut e = e.more_context(format!("Peer: {peer}"));
         // Nothing reached the backend: retrying elsewhere is safe for every method.
         // An Arc clone on this error path frees `ctx` for the updates below.
         let Some(state) = ctx.state.clone() else {
