@@ -12,7 +12,7 @@ use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::Backend;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 
-use crate::balance::ResolvedServer;
+use crate::balance::{Pool, ResolvedServer};
 use crate::config::UpstreamServer;
 
 pub struct DnsDiscovery {
@@ -27,6 +27,20 @@ impl DnsDiscovery {
             servers,
             last: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Discovery for a running pool, remembering the addresses the pool holds now as the last
+    /// good answer. Without this seed, a lookup failing on the first tick (a DNS outage across a
+    /// config reload, which restarts this loop) recalled nothing and emptied the pool.
+    pub fn for_pool(pool: &Pool) -> DnsDiscovery {
+        let d = DnsDiscovery::new(pool.servers.clone());
+        for s in pool.servers.iter().filter(|s| s.socket_addr.is_none()) {
+            let known = known_addrs(pool, s);
+            if !known.is_empty() {
+                d.remember(&s.address, &known);
+            }
+        }
+        d
     }
 
     /// The current addresses of every server, with weight and configured host name.
@@ -96,6 +110,17 @@ impl ServiceDiscovery for DnsDiscovery {
             .collect();
         Ok((set, HashMap::new()))
     }
+}
+
+/// The addresses `pool` currently holds for `server` (a name): what a failed lookup keeps.
+pub fn known_addrs(pool: &Pool, server: &UpstreamServer) -> Vec<SocketAddr> {
+    pool.set
+        .load()
+        .backends
+        .iter()
+        .filter(|b| *b.host == *server.host && b.addr.port() == server.port)
+        .map(|b| b.addr)
+        .collect()
 }
 
 /// Back from Pingora's backend set to our resolved list.

@@ -62,7 +62,7 @@ impl BackgroundService for Maintenance {
 }
 
 async fn resolve_loop(pool: Arc<Pool>) {
-    let dns = DnsDiscovery::new(pool.servers.clone());
+    let dns = DnsDiscovery::for_pool(&pool);
     let mut tick = interval(pool.resolve_interval.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {

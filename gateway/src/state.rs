@@ -98,6 +98,17 @@ impl State {
     /// Build everything the hot path needs. Resolves DNS names (blocking; call from a blocking
     /// context). Errors name the config key.
     pub fn build(cfg: Arc<Config>, generation: u64) -> Result<State, String> {
+        State::build_after(cfg, generation, None)
+    }
+
+    /// [`State::build`] for a reload: a name that does not resolve now keeps the addresses the
+    /// same-named pool of `previous` holds for it, so a reload during a DNS outage does not
+    /// empty a pool (the "failed lookup keeps the last good set" rule of discovery).
+    pub fn build_after(
+        cfg: Arc<Config>,
+        generation: u64,
+        previous: Option<&State>,
+    ) -> Result<State, String> {
         let mut pools = Vec::with_capacity(cfg.pools.len());
         for (name, p) in &cfg.pools {
             let tls = match &p.tls {
@@ -106,7 +117,10 @@ impl State {
                 ),
                 None => None,
             };
-            let resolved = resolve_blocking(&p.servers);
+            let previous_pool = previous
+                .and_then(|st| st.pools.iter().find(|q| *q.name == *p.name.as_str()))
+                .map(|q| q.as_ref());
+            let resolved = resolve_blocking(&p.servers, previous_pool);
             if resolved.is_empty() {
                 log::warn!(
                     "pool {name}: no server address resolved yet; DNS is retried every {:?}",
@@ -212,9 +226,13 @@ impl State {
     }
 }
 
-/// Resolve configured servers now (start-up, reload). A name that does not resolve is logged
-/// and left out; discovery retries it.
-pub fn resolve_blocking(servers: &[config::UpstreamServer]) -> Vec<ResolvedServer> {
+/// Resolve configured servers now (start-up, reload). A name that does not resolve keeps what
+/// `previous` (the pool being replaced on a reload) holds for it, else is logged and left out;
+/// discovery retries it.
+pub fn resolve_blocking(
+    servers: &[config::UpstreamServer],
+    previous: Option<&Pool>,
+) -> Vec<ResolvedServer> {
     let mut out = Vec::new();
     for s in servers {
         match s.socket_addr {
@@ -229,7 +247,21 @@ pub fn resolve_blocking(servers: &[config::UpstreamServer]) -> Vec<ResolvedServe
                     weight: s.weight,
                     host: s.host.as_str().into(),
                 })),
-                Err(e) => log::warn!("cannot resolve {}: {e}", s.address),
+                Err(e) => {
+                    let kept = previous
+                        .map(|p| crate::discovery::known_addrs(p, s))
+                        .unwrap_or_default();
+                    log::warn!(
+                        "cannot resolve {}: {e}; keeping {} known address(es)",
+                        s.address,
+                        kept.len()
+                    );
+                    out.extend(kept.into_iter().map(|addr| ResolvedServer {
+                        addr,
+                        weight: s.weight,
+                        host: s.host.as_str().into(),
+                    }));
+                }
             },
         }
     }
@@ -272,7 +304,7 @@ impl Shared {
             .map_err(|e| e.to_string())
             .and_then(|cfg| {
                 let next = self.current.load().generation + 1;
-                State::build(Arc::new(cfg), next)
+                State::build_after(Arc::new(cfg), next, Some(&self.current.load()))
             });
         match result {
             Ok(state) => {
