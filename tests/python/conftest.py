@@ -93,9 +93,15 @@ class Proc:
             return None
 
     def stop(self) -> None:
+        # SIGTERM first so a process with children (nginx's master) takes them down
+        # with it; SIGKILL only if it has not exited within a few seconds.
         if self.running():
-            self.popen.kill()
-            self.popen.wait(timeout=10)
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
         self._log.close()
         self._dir.cleanup()
 
