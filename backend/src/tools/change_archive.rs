@@ -24,7 +24,32 @@ impl Tool for ChangeArchive {
                 "required": ["slug"],
                 "additionalProperties": false
             }),
-            output_schema: None,
+            output_schema: Some(json!({
+                "type": "object",
+                "properties": {
+                    "slug": { "type": "string" },
+                    "archivedAs": { "type": "string", "description": "YYYY-MM-DD-<slug>" },
+                    "path": { "type": "string", "description": "changes/archive/<archivedAs>" },
+                    "forced": { "type": "boolean" },
+                    "uncheckedTasks": views::count_schema(),
+                    "specs": { "type": "array", "items": {
+                        "type": "object",
+                        "properties": {
+                            "capability": { "type": "string" },
+                            "created": { "type": "boolean",
+                                "description": "A new spec file was created." },
+                            "added": views::count_schema(),
+                            "modified": views::count_schema(),
+                            "removed": views::count_schema(),
+                            "renamed": views::count_schema()
+                        },
+                        "required": ["capability", "created", "added", "modified", "removed", "renamed"],
+                        "additionalProperties": false
+                    }}
+                },
+                "required": ["slug", "archivedAs", "path", "forced", "uncheckedTasks", "specs"],
+                "additionalProperties": false
+            })),
         }
     }
 

@@ -22,7 +22,38 @@ impl Tool for ChangeList {
                 },
                 "additionalProperties": false
             }),
-            output_schema: None,
+            output_schema: Some(json!({
+                "type": "object",
+                "properties": {
+                    "changes": { "type": "array", "items": {
+                        "type": "object",
+                        "properties": {
+                            "slug": { "type": "string" },
+                            "title": { "type": "string" },
+                            "tasks": views::progress_schema()
+                        },
+                        "required": ["slug", "title", "tasks"],
+                        "additionalProperties": false
+                    }},
+                    "archived": { "type": "array",
+                        "description": "Only when include_archived is true.",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "name": { "type": "string",
+                                    "description": "The folder name, YYYY-MM-DD-<slug>." },
+                                "slug": { "type": "string" },
+                                "date": views::nullable_string(),
+                                "title": { "type": "string" }
+                            },
+                            "required": ["name", "slug", "date", "title"],
+                            "additionalProperties": false
+                        }
+                    }
+                },
+                "required": ["changes"],
+                "additionalProperties": false
+            })),
         }
     }
 

@@ -30,7 +30,20 @@ impl Tool for ChangeOpen {
                 "required": ["slug"],
                 "additionalProperties": false
             }),
-            output_schema: None,
+            output_schema: Some(json!({
+                "type": "object",
+                "properties": {
+                    "slug": { "type": "string" },
+                    "title": { "type": "string" },
+                    "proposal": { "type": "string", "description": "proposal.md as written." },
+                    "design": { "type": ["string", "null"], "description": "design.md, if any." },
+                    "tasks": views::tasks_schema(),
+                    "progress": views::progress_schema(),
+                    "deltas": { "type": "array", "items": views::delta_schema() }
+                },
+                "required": ["slug", "title", "proposal", "design", "tasks", "progress", "deltas"],
+                "additionalProperties": false
+            })),
         }
     }
 

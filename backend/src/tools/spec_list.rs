@@ -1,4 +1,4 @@
-use super::{Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
+use super::{views, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
 use crate::openspec::Workspace;
 use serde_json::json;
 use std::fmt::Write;
@@ -13,7 +13,23 @@ impl Tool for SpecList {
             title: "List specs",
             description: "The main specs (openspec/specs/<capability>/spec.md) with their title and requirement count.",
             input_schema: json!({ "type": "object", "properties": {}, "additionalProperties": false }),
-            output_schema: None,
+            output_schema: Some(json!({
+                "type": "object",
+                "properties": {
+                    "specs": { "type": "array", "items": {
+                        "type": "object",
+                        "properties": {
+                            "capability": { "type": "string" },
+                            "title": { "type": "string" },
+                            "requirements": views::count_schema()
+                        },
+                        "required": ["capability", "title", "requirements"],
+                        "additionalProperties": false
+                    }}
+                },
+                "required": ["specs"],
+                "additionalProperties": false
+            })),
         }
     }
 

@@ -20,7 +20,18 @@ impl Tool for SpecOpen {
                 "required": ["capability"],
                 "additionalProperties": false
             }),
-            output_schema: None,
+            output_schema: Some(json!({
+                "type": "object",
+                "properties": {
+                    "capability": { "type": "string" },
+                    "title": { "type": "string" },
+                    "purpose": { "type": ["string", "null"] },
+                    "requirements": { "type": "array", "items": views::requirement_schema() },
+                    "content": { "type": "string", "description": "The raw Markdown." }
+                },
+                "required": ["capability", "title", "purpose", "requirements", "content"],
+                "additionalProperties": false
+            })),
         }
     }
 

@@ -19,7 +19,17 @@ impl Tool for TaskList {
                 "required": ["slug"],
                 "additionalProperties": false
             }),
-            output_schema: None,
+            output_schema: Some(json!({
+                "type": "object",
+                "properties": {
+                    "slug": { "type": "string" },
+                    "hasTasksFile": { "type": "boolean" },
+                    "tasks": views::tasks_schema(),
+                    "progress": views::progress_schema()
+                },
+                "required": ["slug", "hasTasksFile", "tasks", "progress"],
+                "additionalProperties": false
+            })),
         }
     }
 

@@ -24,7 +24,18 @@ impl Tool for TaskUpdate {
                 "required": ["slug", "id", "done"],
                 "additionalProperties": false
             }),
-            output_schema: None,
+            output_schema: Some(json!({
+                "type": "object",
+                "properties": {
+                    "slug": { "type": "string" },
+                    "task": views::task_schema(),
+                    "changed": { "type": "boolean",
+                        "description": "False when the checkbox already had that state." },
+                    "progress": views::progress_schema()
+                },
+                "required": ["slug", "task", "changed", "progress"],
+                "additionalProperties": false
+            })),
         }
     }
 

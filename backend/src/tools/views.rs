@@ -52,3 +52,95 @@ pub fn slug_schema() -> Value {
         "description": "The change id: its folder name under openspec/changes/, e.g. \"add-two-factor-auth\"."
     })
 }
+
+// Output schemas of the shapes above, kept beside the builders so the two change together.
+// Every object here is built by a `json!` literal with fixed keys, so `additionalProperties:
+// false` is exact; `Option` fields are always present, as null when absent.
+
+/// A string that may be null (an `Option<String>` always serialised).
+pub fn nullable_string() -> Value {
+    json!({ "type": ["string", "null"] })
+}
+
+/// A count (`usize`).
+pub fn count_schema() -> Value {
+    json!({ "type": "integer", "minimum": 0 })
+}
+
+/// Schema of [`task`].
+pub fn task_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "id": { "type": ["string", "null"],
+                "description": "The task number like \"1.3\"; null for a checkbox without a number." },
+            "text": { "type": "string" },
+            "done": { "type": "boolean" },
+            "section": { "type": ["string", "null"],
+                "description": "The `##` heading the task sits under, if any." }
+        },
+        "required": ["id", "text", "done", "section"],
+        "additionalProperties": false
+    })
+}
+
+/// Schema of [`tasks`].
+pub fn tasks_schema() -> Value {
+    json!({ "type": "array", "items": task_schema() })
+}
+
+/// Schema of [`progress`].
+pub fn progress_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": { "done": count_schema(), "total": count_schema() },
+        "required": ["done", "total"],
+        "additionalProperties": false
+    })
+}
+
+/// Schema of [`requirement`].
+pub fn requirement_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": { "type": "string" },
+            "text": { "type": "string", "description": "The body under the requirement header." },
+            "scenarios": { "type": "array", "items": { "type": "string" },
+                "description": "Scenario names." }
+        },
+        "required": ["name", "text", "scenarios"],
+        "additionalProperties": false
+    })
+}
+
+/// Schema of [`delta`].
+pub fn delta_schema() -> Value {
+    let requirements = json!({ "type": "array", "items": requirement_schema() });
+    json!({
+        "type": "object",
+        "properties": {
+            "capability": { "type": "string" },
+            "added": requirements,
+            "modified": requirements,
+            "removed": { "type": "array", "items": {
+                "type": "object",
+                "properties": {
+                    "name": { "type": "string" },
+                    "text": { "type": ["string", "null"],
+                        "description": "The Reason/Migration body when the header form was used." }
+                },
+                "required": ["name", "text"],
+                "additionalProperties": false
+            }},
+            "renamed": { "type": "array", "items": {
+                "type": "object",
+                "properties": { "from": { "type": "string" }, "to": { "type": "string" } },
+                "required": ["from", "to"],
+                "additionalProperties": false
+            }}
+        },
+        "required": ["capability", "added", "modified", "removed", "renamed"],
+        "additionalProperties": false
+    })
+}
