@@ -134,7 +134,37 @@ fn run(cli: &cli::Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // -d detaches like nginx: the launching shell's stdout/stderr are not kept, so the
+    // program log needs a file and a stdout access log would be lost.
+    if cli.daemon {
+        let problem = if cfg.server.error_log.is_none() {
+            Some("daemon mode (-d) needs [server].error_log: a file for the program's log")
+        } else if cfg.server.access_log == config::AccessLog::Stdout {
+            Some("daemon mode (-d) would lose [server].access_log = \"stdout\": give a file path or \"off\"")
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            eprintln!("gateway: {}: {p}", cli.config.display());
+            return ExitCode::FAILURE;
+        }
+    }
     let mut logger = env_logger::Builder::new();
+    if let Some(path) = &cfg.server.error_log {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(file) => {
+                logger.target(env_logger::Target::Pipe(Box::new(file)));
+            }
+            Err(e) => {
+                eprintln!("gateway: [server].error_log {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     logger.filter_level(cfg.server.error_log_level);
     if let Ok(spec) = std::env::var("RUST_LOG") {
         logger.parse_filters(&spec);

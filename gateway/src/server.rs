@@ -35,6 +35,14 @@ fn server_conf(cfg: &Config, cli: &Cli) -> ServerConf {
     ServerConf {
         threads: s.threads.max(1),
         daemon: cli.daemon,
+        // Daemonized, Pingora sends stderr (panics included) here instead of keeping the
+        // launching shell's descriptors open.
+        error_log: cfg
+            .server
+            .error_log
+            .as_ref()
+            .filter(|_| cli.daemon)
+            .map(|p| p.to_string_lossy().into_owned()),
         pid_file: s.pid_file.to_string_lossy().into_owned(),
         upgrade_sock: s.upgrade_sock.to_string_lossy().into_owned(),
         // Upper bound of the drain after SIGTERM / SIGQUIT; shutdown.rs exits earlier once idle.

@@ -95,6 +95,7 @@ fn server(ctx: &mut Ctx, v: &toml::Value) -> Option<Server> {
         "pid_file",
         "upgrade_sock",
         "access_log",
+        "error_log",
         "error_log_level",
     ];
     let s = Section::new(&mut ctx.errs, "server".into(), v, &allowed)?;
@@ -119,6 +120,23 @@ fn server(ctx: &mut Ctx, v: &toml::Value) -> Option<Server> {
                 files::check_log_dir(&mut ctx.errs, &s.key("access_log"), &p);
             }
             AccessLog::File(p)
+        }
+    };
+    let error_log = match s.str(&mut ctx.errs, "error_log") {
+        None => None,
+        Some("") => {
+            ctx.errs.add(
+                s.key("error_log"),
+                "empty (omit it for stderr, or give a file path)",
+            );
+            None
+        }
+        Some(path) => {
+            let p = ctx.path(path);
+            if ctx.check_files {
+                files::check_log_dir(&mut ctx.errs, &s.key("error_log"), &p);
+            }
+            Some(p)
         }
     };
     let e = &mut ctx.errs;
@@ -149,6 +167,7 @@ fn server(ctx: &mut Ctx, v: &toml::Value) -> Option<Server> {
         pid_file: ctx.path(&pid_file),
         upgrade_sock: ctx.path(&upgrade_sock),
         access_log,
+        error_log,
         error_log_level,
     })
 }

@@ -45,6 +45,9 @@ pub struct Server {
     pub upgrade_sock: PathBuf,
     /// Where JSON access-log lines go. Default stdout.
     pub access_log: AccessLog,
+    /// File for the program's own log lines (append). `None`: stderr. Required with `-d`, which
+    /// detaches from the terminal like nginx (stderr and stdout are not kept).
+    pub error_log: Option<PathBuf>,
     /// Level for the program's own log lines. Default info. (`RUST_LOG`, if set, may still win:
     /// that is the runtime's choice.)
     pub error_log_level: log::LevelFilter,
