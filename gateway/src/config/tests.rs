@@ -981,3 +981,20 @@ fn shipped_examples_are_valid() {
     let c = parse(&text, &dir.join("blue-green.toml")).unwrap();
     assert_eq!(c.splits["live"].sticky, Sticky::None);
 }
+
+#[test]
+fn error_log_is_a_path_relative_to_the_file_and_never_empty() {
+    let c = ok(&format!(
+        "[server]\nerror_log = \"logs/error.log\"\n{MINIMAL}"
+    ));
+    assert_eq!(
+        c.server.error_log.as_deref(),
+        Some(file().parent().unwrap().join("logs/error.log").as_path())
+    );
+    assert_eq!(ok(MINIMAL).server.error_log, None);
+    let errs = errors(&format!("[server]\nerror_log = \"\"\n{MINIMAL}"));
+    assert!(
+        errs.iter().any(|e| e.contains("server.error_log: empty")),
+        "{errs:?}"
+    );
+}
