@@ -242,47 +242,28 @@ pub fn apply(
             "the delta has no ADDED, MODIFIED, REMOVED or RENAMED requirements".into(),
         ));
     }
-    check_unique(
-        &plan
-            .added
-            .iter()
-            .map(|b| b.name.as_str())
-            .collect::<Vec<_>>(),
-        "ADDED",
-        &err,
-    )?;
-    check_unique(
-        &plan
-            .modified
-            .iter()
-            .map(|b| b.name.as_str())
-            .collect::<Vec<_>>(),
-        "MODIFIED",
-        &err,
-    )?;
-    check_unique(
-        &plan.removed.iter().map(String::as_str).collect::<Vec<_>>(),
-        "REMOVED",
-        &err,
-    )?;
-    check_unique(
-        &plan
-            .renamed
-            .iter()
-            .map(|r| r.from.as_str())
-            .collect::<Vec<_>>(),
-        "RENAMED FROM",
-        &err,
-    )?;
-    check_unique(
-        &plan
-            .renamed
-            .iter()
-            .map(|r| r.to.as_str())
-            .collect::<Vec<_>>(),
-        "RENAMED TO",
-        &err,
-    )?;
+    let sections: [(&str, Vec<&str>); 5] = [
+        (
+            "ADDED",
+            plan.added.iter().map(|b| b.name.as_str()).collect(),
+        ),
+        (
+            "MODIFIED",
+            plan.modified.iter().map(|b| b.name.as_str()).collect(),
+        ),
+        ("REMOVED", plan.removed.iter().map(String::as_str).collect()),
+        (
+            "RENAMED FROM",
+            plan.renamed.iter().map(|r| r.from.as_str()).collect(),
+        ),
+        (
+            "RENAMED TO",
+            plan.renamed.iter().map(|r| r.to.as_str()).collect(),
+        ),
+    ];
+    for (section, names) in &sections {
+        check_unique(names, section, &err)?;
+    }
 
     let added: HashSet<&str> = plan.added.iter().map(|b| b.name.as_str()).collect();
     let modified: HashSet<&str> = plan.modified.iter().map(|b| b.name.as_str()).collect();
