@@ -2,39 +2,17 @@
 //! new capabilities, refusals that leave every byte as it was, and exactly-once archiving
 //! across threads and across processes.
 
+mod common;
+use common::*;
+
 use backend::openspec::archive::{self, Counts};
 use backend::openspec::delta;
 use backend::openspec::Workspace;
-use backend::tools::{ErrorCode, NoProgress, Progress, Registry, ToolError, ToolOutput};
-use serde_json::{json, Value};
+use backend::tools::{ErrorCode, Progress, Registry};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier, Mutex};
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workspace")
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-/// A private copy of the fixture and a registry over it.
-fn workspace() -> (tempfile::TempDir, Registry) {
-    let dir = tempfile::tempdir().unwrap();
-    copy_tree(&fixture(), dir.path());
-    let ws = Workspace::open(dir.path()).unwrap();
-    (dir, Registry::new(ws))
-}
 
 fn os(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("openspec")
@@ -58,10 +36,6 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     }
     walk(root, root, &mut out);
     out
-}
-
-fn call(reg: &Registry, tool: &str, input: Value) -> Result<ToolOutput, ToolError> {
-    reg.call(tool, input, &NoProgress)
 }
 
 fn today() -> String {

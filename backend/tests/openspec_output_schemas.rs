@@ -4,11 +4,13 @@
 //! by the small validator below, which knows exactly the keywords the schemas use and refuses
 //! any other, so a schema cannot say something the check silently skips.
 
+mod common;
+use common::*;
+
 use backend::openspec::Workspace;
 use backend::tools::{NoProgress, Registry};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
 // ---- the validator: type (incl. type arrays), properties, required, additionalProperties,
 // ---- items, enum, minimum; `description` is an annotation.
@@ -142,25 +144,6 @@ fn the_validator_rejects_missing_mistyped_extra_and_out_of_enum_values() {
             errors.iter().any(|e| e.contains(why)),
             "{value} should fail with {why:?}, got {errors:?}"
         );
-    }
-}
-
-// ---- the harness (as in openspec_tools.rs)
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workspace")
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
     }
 }
 

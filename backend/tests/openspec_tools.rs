@@ -1,38 +1,12 @@
 //! The read tools, task.update, input validation and path safety, through the registry as the
 //! server calls it, against a temp copy of examples/workspace.
 
+mod common;
+use common::*;
+
 use backend::openspec::Workspace;
-use backend::tools::{ErrorCode, NoProgress, Registry, ToolError, ToolOutput};
+use backend::tools::{ErrorCode, Registry, ToolError};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workspace")
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-fn workspace() -> (tempfile::TempDir, Registry) {
-    let dir = tempfile::tempdir().unwrap();
-    copy_tree(&fixture(), dir.path());
-    let ws = Workspace::open(dir.path()).unwrap();
-    (dir, Registry::new(ws))
-}
-
-fn call(reg: &Registry, tool: &str, input: Value) -> Result<ToolOutput, ToolError> {
-    reg.call(tool, input, &NoProgress)
-}
 
 fn err(reg: &Registry, tool: &str, input: Value) -> ToolError {
     match call(reg, tool, input.clone()) {
