@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test build lint bench bench-backend bench-gateway setup clean-run
+.PHONY: run test test-containers build image compose-up compose-down lint bench bench-backend bench-gateway bench-containers setup clean-run
 
 build:
 	bash scripts/setup.sh run
@@ -19,7 +19,31 @@ test:
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) test --release --workspace --no-fail-fast
 	.venv/bin/pytest -q tests/python
+	$(MAKE) --no-print-directory test-containers
 	$(MAKE) --no-print-directory lint
+
+# The image and docker-compose.yml for real, with podman and podman-compose (Docker where an
+# engine runs): up, SDK over HTTPS, Prometheus, scaling, canary reload, stop, backup/restore.
+test-containers:
+	bash scripts/setup.sh compose
+	$(CARGO) build --release --workspace --bins
+	.venv/bin/pytest -q -p no:cacheprovider tests/containers
+
+# The image from the host's release binaries (no registry needed): localhost/mcp-gateway:latest.
+image:
+	bash scripts/setup.sh compose
+	$(CARGO) build --release --workspace --bins
+	bash tests/containers/images.sh
+
+# The compose stack on the standard ports (80, 443; Prometheus on 127.0.0.1:9090). Needs .env
+# with AUTH_TOKENS (cp .env.example .env). compose-down keeps the volumes (V=1 removes them).
+compose-up:
+	bash scripts/setup.sh compose
+	$(CARGO) build --release --workspace --bins
+	bash scripts/compose.sh up
+
+compose-down:
+	bash scripts/compose.sh down $(if $(V),-v)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks, idempotently: build tools for Pingora
 # (cmake for zlib-ng), the CLI clients the tests use, and the Python venv with
-# the official MCP SDK. Pass "bench" to also install nginx, wrk and h2load.
+# the official MCP SDK. Pass "bench" to also install nginx, wrk and h2load; "compose" installs
+# podman, runc, debootstrap and podman-compose for the container stack ("test" does all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,18 @@ fi
 if [ "${1:-}" = test ]; then
   command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 fi
+if [ "${1:-}" = compose ] || [ "${1:-}" = test ]; then
+  # podman with runc and netavark/aardvark-dns (name resolution between containers), and
+  # debootstrap for the base image (tests/containers/base-image.sh).
+  for pair in podman:podman runc:runc debootstrap:debootstrap netavark:netavark \
+              aardvark-dns:aardvark-dns strip:binutils; do
+    cmd=${pair%%:*}; pkg=${pair##*:}
+    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/lib/podman/$cmd" ] || need_apt+=("$pkg")
+  done
+  [ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
+  command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+  command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -27,11 +40,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if [ "${1:-}" != run ]; then
+if [ "${1:-}" != run ] && [ "${1:-}" != compose ]; then
   if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c 'import mcp, httpx, h2' 2>/dev/null; then
     echo "setup: creating .venv with the MCP Python SDK"
     python3 -m venv .venv
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -r tests/python/requirements.txt
+  fi
+fi
+
+if [ "${1:-}" = compose ] || [ "${1:-}" = test ]; then
+  if [ ! -x .venv/bin/podman-compose ]; then
+    echo "setup: installing podman-compose into .venv"
+    [ -x .venv/bin/pip ] || python3 -m venv .venv
+    .venv/bin/pip install -q -r tests/containers/requirements.txt
   fi
 fi

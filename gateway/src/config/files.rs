@@ -13,12 +13,24 @@ use super::reader::Errors;
 fn read(errs: &mut Errors, key: &str, path: &Path) -> Option<Vec<u8>> {
     std::fs::read(path)
         .map_err(|e| {
-            errs.add(
-                key,
-                format!("cannot read {:?}: {e}", path.display().to_string()),
-            )
+            let mut reason = format!("cannot read {:?}: {e}", path.display().to_string());
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                reason.push_str(&permission_hint());
+            }
+            errs.add(key, reason)
         })
         .ok()
+}
+
+/// What to do about a file this process may not read: name the identity it runs as (in a
+/// container, uid 1001, while a mounted key is often root's with mode 0600).
+fn permission_hint() -> String {
+    // SAFETY: geteuid and getegid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    format!(
+        " (the gateway runs as uid {uid}, gid {gid}: make the file readable by it, \
+         e.g. `chgrp {gid} FILE && chmod 0640 FILE`, and its directory searchable)"
+    )
 }
 
 /// OpenSSL's error stack as one line.

@@ -203,7 +203,7 @@ fn shipped_local_toml_is_valid_and_matches_the_seed() {
 
 #[test]
 fn shipped_gateway_toml_is_valid_for_the_container() {
-    let path = repo_conf("gateway.toml");
+    let path = repo_conf("gateway/gateway.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     let c = parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));
     let l = &c.listeners;
@@ -214,7 +214,7 @@ fn shipped_gateway_toml_is_valid_for_the_container() {
     assert_eq!(l.http.as_ref().unwrap().https_port, 443);
     assert_eq!(
         l.https.as_ref().unwrap().cert,
-        PathBuf::from("/etc/gateway/tls/cert.pem")
+        PathBuf::from("/var/lib/gateway/tls/cert.pem")
     );
     assert_eq!(
         l.admin.as_ref().unwrap().address,
