@@ -63,3 +63,8 @@ bench-gateway:
 
 clean-run:
 	rm -rf run
+
+bench-containers:
+	bash scripts/setup.sh compose
+	$(CARGO) build --release --workspace --bins
+	.venv/bin/python bench/containers.py

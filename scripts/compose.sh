@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The compose stack with whichever engine this machine has: `docker compose` where a Docker
 # engine answers, else podman-compose (installed into .venv by scripts/setup.sh compose).
-#   scripts/compose.sh up            build the image, start the stack detached, wait until a
-#                                    tool call through the gateway answers
+#   scripts/compose.sh up            build the image, start the stack detached, wait until the
+#                                    gateway answers with a backend behind it (--no-build: as built)
 #   scripts/compose.sh down [-v]     stop and remove the containers (-v: the volumes too)
 #   scripts/compose.sh scale N       run N backend replicas (the gateway follows by DNS)
 #   scripts/compose.sh ARGS...       anything else goes to the engine: exec, logs, ps, stop ...
@@ -65,7 +65,10 @@ wait_ready() {
 case "${1:-}" in
   up)
     shift
-    if [ "$ENGINE" = docker ]; then
+    # `up --no-build` uses the images as they are.
+    if [[ " $* " == *" --no-build "* ]]; then
+      compose up -d "$@"
+    elif [ "$ENGINE" = docker ]; then
       compose up -d --build "$@"
     else
       bash "$ROOT/tests/containers/images.sh"

@@ -11,7 +11,6 @@ reload, stop with an open stream, down/up persistence, backup and restore.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
@@ -25,26 +24,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-COMPOSE_SH = REPO / "scripts" / "compose.sh"
+from harness import COMPOSE_SH, REPO, podman, podman_env
+
 PROJECT = "mcpgwtest"
 TOKEN = "t-" + secrets.token_hex(12)
 CANARY_FILE = "conf/examples/compose-canary/docker-compose.canary.yml"
 ACCEPT = "application/json, text/event-stream"
-
-
-def podman_env() -> dict[str, str]:
-    """The harness's containers.conf (see tests/containers/env.sh for why)."""
-    out = subprocess.run(
-        ["bash", "-c", f"source {REPO}/tests/containers/env.sh && echo $CONTAINERS_CONF"],
-        capture_output=True, text=True, check=True,
-    )
-    return {**os.environ, "CONTAINERS_CONF": out.stdout.strip()}
-
-
-def podman(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", *args], env=podman_env(), capture_output=True, text=True,
-                          check=check, **kw)
 
 
 class Stack:
