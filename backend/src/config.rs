@@ -140,8 +140,7 @@ impl Config {
             })?,
         };
         let port = parse_num::<u16>(&var("PORT"), "PORT", 3000, 1, u16::MAX as u64)?;
-        let working_directory =
-            PathBuf::from(var("WORKING_DIRECTORY").unwrap_or_else(|| ".".into()));
+        let working_directory = working_directory_from(&get);
         let auth_tokens = list(&var("AUTH_TOKENS"));
         let allowed_origins = list(&var("ALLOWED_ORIGINS").or_else(|| var("CORS_ORIGINS")))
             .into_iter()
@@ -225,6 +224,15 @@ impl Config {
     }
 }
 
+/// WORKING_DIRECTORY exactly as the server reads it (unset or empty: `.`), for the
+/// subcommands (`backup`, `restore`) that need nothing else from the environment.
+pub fn working_directory_from(get: impl Fn(&str) -> Option<String>) -> PathBuf {
+    let value = get("WORKING_DIRECTORY")
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty());
+    PathBuf::from(value.unwrap_or_else(|| ".".into()))
+}
+
 fn parse_num<T>(
     value: &Option<String>,
     var: &'static str,
@@ -273,10 +281,20 @@ pub fn normalize_origin(origin: &str) -> String {
 pub fn help_text() -> String {
     let mut out = format!(
         "backend {} — MCP tool server over an OpenSpec workspace\n\n\
-         Usage: backend [--help] [--version]\n\n\
+         Usage: backend [--help] [--version]\n\
+         \x20      backend backup [--wait SECS] [FILE|-]\n\
+         \x20      backend restore [--wait SECS] FILE|-\n\n\
          Serves MCP Streamable HTTP on /mcp, the 2024-11-05 HTTP+SSE transport on GET /sse and\n\
          POST /messages, the Task MCP API (POST /sse, POST /mcp NDJSON, GET /tools,\n\
          POST /tools/execute), health probes and /metrics.\n\n\
+         backup   writes a gzip'd tar of the workspace (WORKING_DIRECTORY's openspec/ tree) with\n\
+         \x20        a SHA-256 manifest to FILE (atomically) or stdout (-, the default), holding the\n\
+         \x20        workspace lock so no archive or task write is half in it.\n\
+         restore  verifies a backup from FILE or stdin (-) completely, then swaps it in for the\n\
+         \x20        workspace under the lock; a refused archive leaves the workspace unchanged.\n\
+         \x20        Both read only WORKING_DIRECTORY, wait up to --wait (default 30) seconds for\n\
+         \x20        the lock, print a summary line on stderr and exit 0 done, 1 failed, 2 bad\n\
+         \x20        arguments; `backend backup --help` says more.\n\n\
          Configuration (environment variables):\n",
         env!("CARGO_PKG_VERSION")
     );

@@ -5,6 +5,7 @@ pub mod openspec;
 pub mod tools;
 
 pub mod api_error;
+pub mod backup;
 pub mod config;
 pub mod exec;
 pub mod http;

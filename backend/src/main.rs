@@ -3,6 +3,9 @@
 //! Exit codes: 0 after a clean shutdown, 2 for a bad argument or configuration value,
 //! 1 on a second SIGTERM/SIGINT during the drain (exit at once),
 //! 1 when the port cannot be bound or the server fails.
+//!
+//! `backend backup [--wait SECS] [FILE|-]` and `backend restore [--wait SECS] FILE|-` back up
+//! and restore the workspace (see `backup`): exit 0 done, 1 failed, 2 bad arguments.
 
 use backend::config::{self, Config};
 use backend::exec::Executor;
@@ -34,8 +37,15 @@ fn main() -> ExitCode {
                 println!("backend {}", env!("CARGO_PKG_VERSION"));
                 return ExitCode::SUCCESS;
             }
+            "backup" | "restore" => {
+                let rest: Vec<String> = std::env::args().skip(2).collect();
+                return backend::backup::main(&arg, &rest);
+            }
             other => {
-                eprintln!("backend: unknown argument {other:?}; configuration is by environment, see --help");
+                eprintln!(
+                    "backend: unknown argument {other:?}; the server is configured by environment; \
+                     subcommands: backup, restore (see --help)"
+                );
                 return ExitCode::from(2);
             }
         }

@@ -21,6 +21,30 @@ pub fn read_optional(path: &Path) -> Result<Option<String>> {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The name of a temp file for `name` in the same folder: `.{name}.tmp-{pid}-{n}`.
+pub fn temp_name(name: &str) -> String {
+    format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// True for a name made by [`temp_name`] (a write in progress, or left by a crash).
+pub fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let Some((base, suffix)) = rest.rsplit_once(".tmp-") else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    !base.is_empty()
+        && suffix
+            .split_once('-')
+            .is_some_and(|(pid, n)| digits(pid) && digits(n))
+}
+
 pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -29,11 +53,7 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    let temp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let temp = dir.join(temp_name(&name));
     let result = (|| {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -58,4 +78,21 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("cannot fsync folder", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_are_recognised() {
+        let t = temp_name("tasks.md");
+        assert!(t.starts_with(".tasks.md.tmp-"), "{t}");
+        assert!(is_temp_name(&t));
+        assert!(!is_temp_name("tasks.md"));
+        assert!(!is_temp_name(".tasks.md.tmp-"));
+        assert!(!is_temp_name(".tasks.md.tmp-12"));
+        assert!(!is_temp_name(".tasks.md.tmp-12-x"));
+        assert!(!is_temp_name("notes.tmp-1-2"));
+    }
 }

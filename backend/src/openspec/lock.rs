@@ -124,6 +124,14 @@ impl WorkspaceLock {
     }
 }
 
+impl WorkspaceLock {
+    /// The lock file's folder was moved to `new_dir` while held (a restore swapped the
+    /// `changes/` folder out): release the lock where it now is.
+    pub fn release_moved(mut self, new_dir: &Path) {
+        self.path = new_dir.join(LOCK_FILE);
+    }
+}
+
 impl Drop for WorkspaceLock {
     fn drop(&mut self) {
         // Remove only our own lock: if it was taken over as stale, it now belongs to another.
@@ -190,7 +198,8 @@ fn pid_alive(pid: u32) -> bool {
     !Path::new("/proc/self").exists() || Path::new("/proc").join(pid.to_string()).exists()
 }
 
-fn hostname() -> String {
+/// This host's name, as written into lock files (and backup manifests).
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()
