@@ -385,6 +385,9 @@ def test_down_then_up_keeps_the_workspace_and_backup_restore_brings_it_back(stac
         tasks = tool_call(c, "task.list", {"slug": "add-two-factor-auth"})["structuredContent"]
         return {t["id"]: t["done"] for t in tasks["tasks"]}
 
+    # The canary step left an invalid file behind on purpose: a gateway started on it would
+    # refuse to run, so put a valid one back first.
+    set_weights(stack, "pools = { stable = 100, canary = 0 }")
     stack.compose("up")
     with stack.client() as c:
         tool_call(c, "task.update", {"slug": "add-two-factor-auth", "id": "1.1", "done": False})
