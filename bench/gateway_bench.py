@@ -125,6 +125,8 @@ def gateway_config(http_port, https_port, admin_port, backends, cert, key, acces
 threads = 2
 grace_period = "5s"
 access_log = "{access_log}"
+pid_file = "{access_log}.pid"
+upgrade_sock = "{access_log}.sock"
 error_log_level = "warn"
 
 [listeners.http]
@@ -295,6 +297,9 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--quick", action="store_true", help="2 s runs: a smoke run for CI")
+    ap.add_argument("--compare-gateway", metavar="BIN",
+                    help="another gateway binary (e.g. a build from before a change), measured "
+                         "in the same run as target 'other'")
     args = ap.parse_args()
     dur = 2 if args.quick else args.duration
     for tool in ("wrk", "h2load", "nginx", "openssl"):
@@ -322,6 +327,15 @@ def main() -> int:
                                           tmp / "gateway-access.log"))
         gw = stack.spawn("gateway", [str(BIN / "gateway"), "-c", str(gw_conf)])
         wait_http(f"http://127.0.0.1:{gw_admin}/readyz")
+
+        other = None
+        if args.compare_gateway:
+            o_http, o_https, o_admin = free_port(), free_port(), free_port()
+            o_conf = tmp / "other.toml"
+            o_conf.write_text(gateway_config(o_http, o_https, o_admin, backends, cert, key,
+                                             tmp / "other-access.log"))
+            other = stack.spawn("other", [args.compare_gateway, "-c", str(o_conf)])
+            wait_http(f"http://127.0.0.1:{o_admin}/readyz")
 
         ng_http, ng_https = free_port(), free_port()
         ng_prefix = tmp / "nginx"
@@ -351,6 +365,9 @@ def main() -> int:
             "gateway": (f"http://127.0.0.1:{gw_http}/mcp", f"https://127.0.0.1:{gw_https}/mcp"),
         }
         proxy_pids = {"direct": [], "nginx": [ng.pid] + children(ng.pid), "gateway": [gw.pid]}
+        if other is not None:
+            targets["other"] = (f"http://127.0.0.1:{o_http}/mcp", f"https://127.0.0.1:{o_https}/mcp")
+            proxy_pids["other"] = [other.pid]
         backend_pids = [p.pid for p in stack.procs[:2]]
 
         # Warm every path (connections, TLS session caches, page cache).

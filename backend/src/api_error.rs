@@ -1,4 +1,4 @@
-//! The error envelope used everywhere outside JSON-RPC (seed 002):
+//! The error envelope used everywhere outside JSON-RPC:
 //! `{"apiVersion":"1.0.0","error":{"code","message","hint"},"requestId","timestamp"}`.
 //!
 //! Codes are stable strings clients may match on: UNKNOWN_TOOL, INVALID_INPUT, NOT_FOUND,
@@ -64,7 +64,7 @@ impl ApiError {
         }
     }
 
-    /// The full envelope as JSON text, fields in the seed's order.
+    /// The full envelope as JSON text, fields in the existing API's order.
     pub fn envelope_json(&self, request_id: &str) -> String {
         let envelope = Envelope {
             api_version: API_VERSION,
@@ -116,7 +116,7 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-/// RFC 3339 UTC with milliseconds and `Z`, as the seed's examples show.
+/// RFC 3339 UTC with milliseconds and `Z`, as the existing API's examples show.
 pub fn timestamp() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

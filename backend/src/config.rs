@@ -1,5 +1,5 @@
 //! Start-up configuration from the environment, with the names the user's Node server used
-//! (seed 002 and its compose files), so existing `.env` files keep working.
+//! (the existing Task MCP server and its compose files), so existing `.env` files keep working.
 //!
 //! Every value is checked once here; a bad one stops start-up with a message naming the
 //! variable and the reason (exit code 2, see `main.rs`).

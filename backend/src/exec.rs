@@ -26,20 +26,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
-/// Tools that only read a few small files: run inline (see the module comment), and shown to
-/// MCP clients with `readOnlyHint`.
-const READ_ONLY_TOOLS: &[&str] = &[
-    "change.list",
-    "change.open",
-    "task.list",
-    "spec.list",
-    "spec.open",
-];
-
-pub fn is_read_only(tool: &str) -> bool {
-    READ_ONLY_TOOLS.contains(&tool)
-}
-
 /// One progress report from a running tool.
 #[derive(Debug, Clone)]
 pub struct ProgressUpdate {
@@ -148,7 +134,7 @@ impl Executor {
         progress: Option<UnboundedSender<ProgressUpdate>>,
     ) -> Result<ToolOutput, ApiError> {
         let progress = ChannelProgress(progress);
-        if is_read_only(tool) {
+        if self.registry.get(tool).is_some_and(|d| d.read_only) {
             return self
                 .registry
                 .call(tool, input, &progress)

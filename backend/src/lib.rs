@@ -12,3 +12,6 @@ pub mod http;
 pub mod mcp;
 pub mod metrics;
 pub mod shutdown;
+
+/// The name both the MCP `serverInfo` and `/health` report.
+pub const SERVICE_NAME: &str = "task-mcp-backend";

@@ -1,4 +1,4 @@
-//! Prometheus metrics with seed 002's names in Prometheus form (`_total`, `_seconds`).
+//! Prometheus metrics with the existing Task MCP server's names in Prometheus form (`_total`, `_seconds`).
 //! Labels stay low-cardinality: the matched route pattern (never the raw path), the method,
 //! the status code, the tool name (a fixed set) and the outcome.
 

@@ -10,9 +10,9 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
-use crate::balance::stats::now_ms;
 use crate::config;
 use crate::state::{Shared, State};
+use crate::upstream::balance::stats::now_ms;
 
 pub struct AdminApp {
     pub shared: Arc<Shared>,
@@ -135,7 +135,22 @@ pub fn status(state: &State) -> Value {
         "ready": state.ready(),
         "pools": pools,
         "routes": routes,
-        "splits": crate::split::status_all(state),
-        "zones": crate::zones::status(),
+        "splits": split_status(state),
+        "zones": crate::policy::zones::status(),
     })
+}
+
+/// `/status` entries of every split in use, once each.
+fn split_status(state: &State) -> Vec<Value> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for r in &state.routes {
+        if let Some(s) = &r.split {
+            if !seen.contains(&&*s.name) {
+                seen.push(&s.name);
+                out.push(s.status(&r.targets));
+            }
+        }
+    }
+    out
 }

@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use prometheus::IntGauge;
 
-use crate::balance::stats::InFlight;
-use crate::compress::Gzipper;
+use crate::edge::compress::Gzipper;
+use crate::routing::Target;
 use crate::shutdown::ActiveRequest;
-use crate::state::{RouteRt, State, Target};
+use crate::state::{RouteRt, State};
+use crate::upstream::balance::stats::InFlight;
 
 /// Counts an open SSE/NDJSON response in `gateway_active_streams` until dropped.
 pub struct StreamGuard(IntGauge);
@@ -28,13 +29,9 @@ impl Drop for StreamGuard {
     }
 }
 
-pub struct Ctx {
-    pub start: Instant,
-    /// The state this request started on; kept to its end even if a reload swaps it.
-    pub state: Option<Arc<State>>,
-    pub route: Option<usize>,
-    pub target: usize,
-    pub request_id: String,
+/// Who is asking, over what: the TCP peer, the client after `[real_ip]`, TLS.
+#[derive(Default)]
+pub struct Connection {
     /// The TCP peer's address (None on a non-inet socket).
     pub peer_ip: Option<IpAddr>,
     /// The client after `[real_ip]`: the peer, or the address a trusted proxy's header names.
@@ -43,26 +40,54 @@ pub struct Ctx {
     pub client: String,
     pub tls: bool,
     pub tls_version: Option<Cow<'static, str>>,
+}
+
+/// The current upstream attempt and what earlier ones left.
+#[derive(Default)]
+pub struct Attempt {
     /// The in-flight slot of the current attempt (released on retry and at the end).
-    pub attempt: Option<InFlight>,
+    pub slot: Option<InFlight>,
     /// The backend of the current attempt.
-    pub current: Option<SocketAddr>,
+    pub backend: Option<SocketAddr>,
     /// Backends that failed this request (filled only when retrying, so the first attempt
     /// allocates nothing).
     pub tried: Vec<SocketAddr>,
     pub retries_left: u32,
+}
+
+/// nginx's timings: `$request_time` from `start`; upstream connect, header and response times
+/// (seconds) from the current attempt's start.
+pub struct Timing {
+    pub start: Instant,
     pub upstream_start: Option<Instant>,
-    pub connect_time: Option<f64>,
-    pub header_time: Option<f64>,
-    pub response_time: Option<f64>,
+    pub connect: Option<f64>,
+    pub header: Option<f64>,
+    pub response: Option<f64>,
+}
+
+/// What a split decided for this request.
+#[derive(Default)]
+pub struct SplitChoice {
+    /// A split chose the target (its rollback watch counts the response).
+    pub picked: bool,
+    /// Sticky-split cookie to set on the response.
+    pub cookie: Option<String>,
+}
+
+pub struct Ctx {
+    /// The state this request started on; kept to its end even if a reload swaps it.
+    pub state: Option<Arc<State>>,
+    pub route: Option<usize>,
+    pub target: usize,
+    pub request_id: String,
+    pub conn: Connection,
+    pub attempt: Attempt,
+    pub timing: Timing,
+    pub split: SplitChoice,
     pub stream: Option<StreamGuard>,
     pub gzip: Option<Gzipper>,
     pub body_seen: u64,
     pub redirected: bool,
-    /// issue 4: a split chose the target (its rollback watch counts the response).
-    pub split_picked: bool,
-    /// issue 4: sticky-split cookie to set on the response.
-    pub split_cookie: Option<String>,
     /// Scratch buffer for hash keys.
     pub hash_buf: Vec<u8>,
     /// Counted by the SIGTERM drain until the request ends.
@@ -72,30 +97,24 @@ pub struct Ctx {
 impl Ctx {
     pub fn new() -> Ctx {
         Ctx {
-            start: Instant::now(),
             state: None,
             route: None,
             target: 0,
             request_id: String::new(),
-            peer_ip: None,
-            client_ip: None,
-            client: String::new(),
-            tls: false,
-            tls_version: None,
-            attempt: None,
-            current: None,
-            tried: Vec::new(),
-            retries_left: 0,
-            upstream_start: None,
-            connect_time: None,
-            header_time: None,
-            response_time: None,
+            conn: Connection::default(),
+            attempt: Attempt::default(),
+            timing: Timing {
+                start: Instant::now(),
+                upstream_start: None,
+                connect: None,
+                header: None,
+                response: None,
+            },
+            split: SplitChoice::default(),
             stream: None,
             gzip: None,
             body_seen: 0,
             redirected: false,
-            split_picked: false,
-            split_cookie: None,
             hash_buf: Vec::new(),
             _active: ActiveRequest::new(),
         }
@@ -110,6 +129,8 @@ impl Ctx {
     }
 
     pub fn since_upstream_start(&self) -> Option<f64> {
-        self.upstream_start.map(|t| t.elapsed().as_secs_f64())
+        self.timing
+            .upstream_start
+            .map(|t| t.elapsed().as_secs_f64())
     }
 }

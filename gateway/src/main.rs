@@ -6,32 +6,19 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod access_log;
 mod admin;
-mod balance;
-mod certs;
 mod cli;
-mod compress;
 mod config;
 mod context;
-mod discovery;
-mod errors;
-mod headers;
-mod health;
-mod limit;
-mod maintenance;
+mod edge;
 mod metrics;
+mod policy;
 mod proxy;
-mod real_ip;
-mod redirect;
-mod rollback;
 mod routing;
 mod server;
 mod shutdown;
-mod split;
 mod state;
 mod telemetry;
-mod tls;
 mod upstream;
-mod zones;
 
 use std::process::ExitCode;
 

@@ -1,8 +1,7 @@
-//! The Pingora `ProxyHttp` implementation. It only sequences the phases of a request and
-//! delegates each to its module: redirect, routing, limits, balancing, upstream peers, headers,
-//! compression, errors, metrics and the access log.
+//! The Pingora `ProxyHttp` implementation. It only sequences the phases of a request; each
+//! phase is a short list of named steps delegating to its module: redirect, routing, limits,
+//! splits, balancing, upstream peers, headers, compression, errors, metrics and the access log.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,39 +13,26 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::balance::hash;
-use crate::balance::stats::InFlight;
-use crate::compress;
 use crate::config;
 use crate::context::{Ctx, StreamGuard};
-use crate::errors::{self, GatewayError, NO_HEALTHY_BACKEND};
-use crate::headers::{self, ResponseHeaders};
-use crate::state::Shared;
+use crate::edge::compress;
+use crate::edge::errors::{GatewayError, NO_HEALTHY_BACKEND};
+use crate::edge::headers::{self, ResponseHeaders};
+use crate::edge::respond::Reply;
+use crate::policy::zones::Verdict;
+use crate::routing::Target;
+use crate::state::{Shared, State};
 use crate::telemetry;
-use crate::upstream;
-use crate::zones::Verdict;
+use crate::upstream::balance::hash;
+use crate::upstream::balance::stats::InFlight;
+use crate::upstream::peer::build_peer;
 
 pub struct GatewayProxy {
     pub shared: Arc<Shared>,
 }
 
-/// Write a gateway-made JSON error with the given header policy.
-async fn send_error(
-    session: &mut Session,
-    policy: &ResponseHeaders,
-    tls: bool,
-    request_id: &str,
-    err: &GatewayError,
-) -> Result<()> {
-    let body = errors::envelope(err, request_id);
-    let mut header = errors::header(err.status, body.len())?;
-    policy.apply(&mut header, tls, request_id);
-    session.set_keepalive(None);
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(body), true).await
-}
+/// Whether a request step wrote the response itself (the request ends there).
+type Answered = bool;
 
 /// Refused bodies up to this size are read and dropped before the 413 goes out, so the client
 /// sees the answer instead of a reset (HTTP/2 streams with unread data get RST_STREAM).
@@ -68,112 +54,22 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let state = self.shared.load();
-        ctx.request_id = headers::request_id(session.req_header());
-        if let Some(ssl) = session.digest().and_then(|d| d.ssl_digest.as_ref()) {
-            ctx.tls = true;
-            ctx.tls_version = Some(ssl.version.clone());
+        // The state this request runs on to its end, even if a reload swaps it meanwhile.
+        let state = ctx.state.insert(self.shared.load()).clone();
+        identify_client(session, ctx, &state);
+        if redirect_to_https(session, ctx, &state).await? {
+            return Ok(true);
         }
-        ctx.peer_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        // issue 4: behind a trusted proxy the client is the address its header names (nginx's
-        // realip); it is what zones, splits, hashing, X-Real-IP and the access log see.
-        ctx.client_ip = ctx.peer_ip.map(|peer| {
-            crate::real_ip::client_ip(&state.config.real_ip, peer, session.req_header())
-        });
-        if let Some(ip) = ctx.client_ip {
-            ctx.client = ip.to_string();
-        }
-
-        // Plain HTTP: 301 to HTTPS unless the path is exempt.
-        if !ctx.tls {
-            if let Some(redirect) = &state.redirect {
-                let req = session.req_header();
-                if !redirect.is_exempt(req.uri.path()) {
-                    let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                    let location = redirect.location(headers::request_host(req), pq);
-                    let mut resp = ResponseHeader::build(301, Some(4))?;
-                    resp.insert_header(http::header::LOCATION, location)?;
-                    resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
-                    state
-                        .global_headers
-                        .apply(&mut resp, false, &ctx.request_id);
-                    ctx.redirected = true;
-                    ctx.state = Some(state);
-                    session.write_response_header(Box::new(resp), true).await?;
-                    return Ok(true);
-                }
-            }
-        }
-
-        let req = session.req_header();
-        let Some(route_index) = state
-            .router
-            .find(headers::request_host(req), req.uri.path())
-        else {
-            let err = GatewayError::not_found(req.uri.path());
-            let tls = ctx.tls;
-            send_error(session, &state.global_headers, tls, &ctx.request_id, &err).await?;
-            ctx.state = Some(state);
+        let Some(route) = find_route(session, ctx, &state).await? else {
             return Ok(true);
         };
-        let route = &state.routes[route_index];
-
-        // Declared body size over the limit: refuse before reading or connecting anything.
-        if route.max_body_size > 0 {
-            let declared = req
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            if let Some(n) = declared.filter(|n| *n > route.max_body_size) {
-                if n <= DRAIN_LIMIT {
-                    drain_body(session).await;
-                }
-                let err = GatewayError::too_large(route.max_body_size);
-                let tls = ctx.tls;
-                send_error(session, &route.headers, tls, &ctx.request_id, &err).await?;
-                ctx.route = Some(route_index);
-                ctx.state = Some(state);
-                return Ok(true);
-            }
+        if refuse_declared_body(session, ctx, &state, route).await? {
+            return Ok(true);
         }
-
-        // issue 4: the route's rate zone (nginx's limit_req): pass, wait, or refuse.
-        if let Some(limit) = &route.limit {
-            match limit.check(req, ctx.client_ip) {
-                Verdict::Pass => {}
-                Verdict::Wait(d) => tokio::time::sleep(d).await,
-                Verdict::Reject { retry_after } => {
-                    let tls = ctx.tls;
-                    limit
-                        .refuse(session, &route.headers, tls, &ctx.request_id, retry_after)
-                        .await?;
-                    ctx.route = Some(route_index);
-                    ctx.state = Some(state);
-                    return Ok(true);
-                }
-            }
+        if apply_rate_zone(session, ctx, &state, route).await? {
+            return Ok(true);
         }
-
-        // issue 4: a split picks the pool (weights, stickiness, force header, health).
-        ctx.target = if let Some(split) = &route.split {
-            let pick = split.choose(&route.targets, req, ctx.client_ip, ctx.tls);
-            ctx.split_picked = true;
-            ctx.split_cookie = pick.set_cookie;
-            pick.index
-        } else if route.targets.len() > 1 {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            ctx.client_ip.hash(&mut h);
-            route.pick_target(h.finish())
-        } else {
-            0
-        };
-        ctx.retries_left = route.retries;
-        ctx.route = Some(route_index);
-        ctx.state = Some(state);
+        choose_target(session, ctx, &state, route);
         Ok(false)
     }
 
@@ -203,12 +99,10 @@ impl ProxyHttp for GatewayProxy {
             state,
             route,
             target,
-            client_ip,
+            conn,
             hash_buf,
-            tried,
-            current,
             attempt,
-            upstream_start,
+            timing,
             ..
         } = ctx;
         let state = state
@@ -219,22 +113,24 @@ impl ProxyHttp for GatewayProxy {
         let pool = &route.targets[*target].pool;
         let key: &[u8] = match &pool.balance {
             config::Balance::Hash(how) => {
-                let ip = client_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+                let ip = conn
+                    .client_ip
+                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
                 hash::key(how, session.req_header(), ip, hash_buf)
             }
             _ => b"",
         };
-        let Some(backend) = pool.select(key, tried) else {
+        let Some(backend) = pool.select(key, &attempt.tried) else {
             return Err(Error::explain(
                 NO_HEALTHY_BACKEND,
                 format!("pool {}: no healthy backend", pool.name),
             ));
         };
         // Replacing the previous attempt's slot releases it.
-        *attempt = Some(InFlight::new(backend.stats.clone()));
-        *current = Some(backend.addr);
-        *upstream_start = Some(std::time::Instant::now());
-        Ok(upstream::build_peer(pool, &backend, &route.timeouts))
+        attempt.slot = Some(InFlight::new(backend.stats.clone()));
+        attempt.backend = Some(backend.addr);
+        timing.upstream_start = Some(std::time::Instant::now());
+        Ok(build_peer(pool, &backend, &route.timeouts))
     }
 
     fn fail_to_connect(
@@ -247,39 +143,9 @@ impl ProxyHttp for GatewayProxy {
         // Name the backend in the error log line (a TLS verification failure names only the SNI).
         let mut e = e.more_context(format!("Peer: {peer}"));
         // Nothing reached the backend: retrying elsewhere is safe for every method.
-        // An Arc clone on this error path frees `ctx` for the updates below.
-        let Some(state) = ctx.state.clone() else {
-            return e;
-        };
-        let Some(t) = ctx
-            .route
-            .and_then(|r| state.routes[r].targets.get(ctx.target))
-        else {
-            return e;
-        };
-        let pool = &t.pool;
-        if let Some(a) = &ctx.attempt {
-            if a.stats().record_failure(pool.max_fails, pool.fail_timeout) {
-                log::warn!(
-                    "pool {}: backend {} marked down for {:?} after {} failures",
-                    pool.name,
-                    peer,
-                    pool.fail_timeout,
-                    pool.max_fails
-                );
-            }
-        }
-        if let Some(addr) = ctx.current.take() {
-            ctx.tried.push(addr);
-        }
-        let another = pool.select(b"", &ctx.tried).is_some();
-        if ctx.retries_left > 0 && another {
-            ctx.retries_left -= 1;
-            t.metrics.retries.inc();
-            e.set_retry(true);
-        } else {
-            e.set_retry(false);
-        }
+        record_backend_failure(ctx, peer);
+        e.set_retry(true);
+        retry_elsewhere(ctx, &mut e);
         e
     }
 
@@ -300,7 +166,7 @@ impl ProxyHttp for GatewayProxy {
             && !session.as_ref().retry_buffer_truncated();
         if !idempotent {
             e.set_retry(false);
-        } else if ctx.header_time.is_none()
+        } else if ctx.timing.header.is_none()
             && matches!(e.esource(), ErrorSource::Upstream)
             && matches!(
                 e.etype(),
@@ -317,35 +183,12 @@ impl ProxyHttp for GatewayProxy {
         } else {
             e.retry.decide_reuse(client_reused);
         }
-        let state = ctx.state.clone();
-        let target = state
-            .as_ref()
-            .and_then(|s| ctx.route.and_then(|r| s.routes[r].targets.get(ctx.target)));
-        if let Some(t) = target {
-            let pool = &t.pool;
-            if matches!(e.esource(), ErrorSource::Upstream) && !client_reused {
-                if let Some(a) = &ctx.attempt {
-                    if a.stats().record_failure(pool.max_fails, pool.fail_timeout) {
-                        log::warn!(
-                            "pool {}: backend {} marked down for {:?}",
-                            pool.name,
-                            peer,
-                            pool.fail_timeout
-                        );
-                    }
-                }
-            }
-            if e.retry() {
-                if let Some(addr) = ctx.current.take() {
-                    ctx.tried.push(addr);
-                }
-                if ctx.retries_left > 0 && pool.select(b"", &ctx.tried).is_some() {
-                    ctx.retries_left -= 1;
-                    t.metrics.retries.inc();
-                } else {
-                    e.set_retry(false);
-                }
-            }
+        // A dead reused connection says nothing about the backend's health.
+        if matches!(e.esource(), ErrorSource::Upstream) && !client_reused {
+            record_backend_failure(ctx, peer);
+        }
+        if e.retry() {
+            retry_elsewhere(ctx, &mut e);
         }
         e
     }
@@ -358,9 +201,9 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         headers::forward(
             upstream_request,
-            &ctx.client,
-            ctx.peer_ip,
-            ctx.tls,
+            &ctx.conn.client,
+            ctx.conn.peer_ip,
+            ctx.conn.tls,
             &ctx.request_id,
         );
         Ok(())
@@ -376,7 +219,7 @@ impl ProxyHttp for GatewayProxy {
         _digest: Option<&Digest>,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        ctx.connect_time = ctx.since_upstream_start();
+        ctx.timing.connect = ctx.since_upstream_start();
         Ok(())
     }
 
@@ -389,8 +232,8 @@ impl ProxyHttp for GatewayProxy {
         if upstream_response.status.is_informational() {
             return Ok(());
         }
-        ctx.header_time = ctx.since_upstream_start();
-        if let Some(a) = &ctx.attempt {
+        ctx.timing.header = ctx.since_upstream_start();
+        if let Some(a) = &ctx.attempt.slot {
             a.stats().record_success();
         }
         Ok(())
@@ -422,8 +265,8 @@ impl ProxyHttp for GatewayProxy {
                 resp,
             );
         }
-        route.headers.apply(resp, ctx.tls, &ctx.request_id);
-        if let Some(cookie) = ctx.split_cookie.take() {
+        route.headers.apply(resp, ctx.conn.tls, &ctx.request_id);
+        if let Some(cookie) = ctx.split.cookie.take() {
             resp.append_header(http::header::SET_COOKIE, cookie)?;
         }
         Ok(())
@@ -437,7 +280,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
         if end_of_stream {
-            ctx.response_time = ctx.since_upstream_start();
+            ctx.timing.response = ctx.since_upstream_start();
         }
         Ok(None)
     }
@@ -467,25 +310,16 @@ impl ProxyHttp for GatewayProxy {
             if err.status == 413 {
                 drain_body(session).await;
             }
-            let tls = ctx.tls;
+            let tls = ctx.conn.tls;
             let policy = match (ctx.state.as_ref(), ctx.route()) {
                 (_, Some(r)) => Some(&r.headers),
                 (Some(s), None) => Some(&s.global_headers),
                 _ => None,
             };
-            let written = match policy {
-                Some(p) => send_error(session, p, tls, &ctx.request_id, &err).await,
-                None => {
-                    send_error(
-                        session,
-                        &ResponseHeaders::default(),
-                        tls,
-                        &ctx.request_id,
-                        &err,
-                    )
-                    .await
-                }
-            };
+            let default = ResponseHeaders::default();
+            let written = Reply::error(&err, &ctx.request_id)
+                .send(session, policy.unwrap_or(&default), tls, &ctx.request_id)
+                .await;
             if let Err(we) = written {
                 log::debug!("cannot send error response: {we}");
             }
@@ -497,8 +331,8 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        // issue 4: the split's rollback watch counts the responses of the pool it watches.
-        if ctx.split_picked {
+        // The split's rollback watch counts the responses of the pool it watches.
+        if ctx.split.picked {
             if let (Some(split), Some(resp)) = (
                 ctx.route().and_then(|r| r.split.as_ref()),
                 session.response_written(),
@@ -508,7 +342,204 @@ impl ProxyHttp for GatewayProxy {
         }
         telemetry::finish(session, e, ctx);
         // Release the backend slot and the stream gauge now rather than when Pingora drops ctx.
-        ctx.attempt = None;
+        ctx.attempt.slot = None;
         ctx.stream = None;
+    }
+}
+
+// --- request phase steps -------------------------------------------------------------------
+
+/// Request id, TLS, and the client: behind a trusted proxy the address its header names (nginx's
+/// realip), which zones, splits, hashing, X-Real-IP and the access log all see.
+fn identify_client(session: &Session, ctx: &mut Ctx, state: &State) {
+    ctx.request_id = headers::request_id(session.req_header());
+    if let Some(ssl) = session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+        ctx.conn.tls = true;
+        ctx.conn.tls_version = Some(ssl.version.clone());
+    }
+    ctx.conn.peer_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    ctx.conn.client_ip = ctx.conn.peer_ip.map(|peer| {
+        crate::edge::real_ip::client_ip(&state.config.real_ip, peer, session.req_header())
+    });
+    if let Some(ip) = ctx.conn.client_ip {
+        ctx.conn.client = ip.to_string();
+    }
+}
+
+/// Plain HTTP: 301 to HTTPS unless the path is exempt.
+async fn redirect_to_https(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    state: &State,
+) -> Result<Answered> {
+    let Some(redirect) = state.redirect.as_ref().filter(|_| !ctx.conn.tls) else {
+        return Ok(false);
+    };
+    let req = session.req_header();
+    if redirect.is_exempt(req.uri.path()) {
+        return Ok(false);
+    }
+    let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = redirect.location(headers::request_host(req), pq);
+    ctx.redirected = true;
+    Reply::redirect(location)
+        .send(session, &state.global_headers, false, &ctx.request_id)
+        .await?;
+    Ok(true)
+}
+
+/// The route by host and path; none answers the gateway's own 404.
+async fn find_route(session: &mut Session, ctx: &mut Ctx, state: &State) -> Result<Option<usize>> {
+    let req = session.req_header();
+    if let Some(index) = state
+        .router
+        .find(headers::request_host(req), req.uri.path())
+    {
+        ctx.route = Some(index);
+        return Ok(Some(index));
+    }
+    let err = GatewayError::not_found(req.uri.path());
+    Reply::error(&err, &ctx.request_id)
+        .send(
+            session,
+            &state.global_headers,
+            ctx.conn.tls,
+            &ctx.request_id,
+        )
+        .await?;
+    Ok(None)
+}
+
+/// A declared body over the route's limit: 413 before reading or connecting anything.
+async fn refuse_declared_body(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    state: &State,
+    route: usize,
+) -> Result<Answered> {
+    let route = &state.routes[route];
+    if route.max_body_size == 0 {
+        return Ok(false);
+    }
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(n) = declared.filter(|n| *n > route.max_body_size) else {
+        return Ok(false);
+    };
+    if n <= DRAIN_LIMIT {
+        drain_body(session).await;
+    }
+    let err = GatewayError::too_large(route.max_body_size);
+    Reply::error(&err, &ctx.request_id)
+        .send(session, &route.headers, ctx.conn.tls, &ctx.request_id)
+        .await?;
+    Ok(true)
+}
+
+/// The route's rate zone (nginx's limit_req): pass, wait, or refuse.
+async fn apply_rate_zone(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    state: &State,
+    route: usize,
+) -> Result<Answered> {
+    let route = &state.routes[route];
+    let Some(limit) = &route.limit else {
+        return Ok(false);
+    };
+    match limit.check(session.req_header(), ctx.conn.client_ip) {
+        Verdict::Pass => Ok(false),
+        Verdict::Wait(d) => {
+            tokio::time::sleep(d).await;
+            Ok(false)
+        }
+        Verdict::Reject { retry_after } => {
+            limit
+                .refusal(&ctx.request_id, retry_after)
+                .send(session, &route.headers, ctx.conn.tls, &ctx.request_id)
+                .await?;
+            Ok(true)
+        }
+    }
+}
+
+/// The pool: a split picks it (weights, stickiness, force header, health); a route without a
+/// split has one target.
+fn choose_target(session: &Session, ctx: &mut Ctx, state: &State, route: usize) {
+    let route = &state.routes[route];
+    ctx.target = 0;
+    if let Some(split) = &route.split {
+        let pick = split.choose(
+            &route.targets,
+            session.req_header(),
+            ctx.conn.client_ip,
+            ctx.conn.tls,
+        );
+        ctx.split.picked = true;
+        ctx.split.cookie = pick.set_cookie;
+        ctx.target = pick.index;
+    }
+    ctx.attempt.retries_left = route.retries;
+}
+
+// --- upstream failure bookkeeping ----------------------------------------------------------
+
+/// The request's target, on the state it runs on (an Arc clone, so `ctx` stays free to update).
+fn current_target(ctx: &Ctx) -> Option<(Arc<State>, usize, usize)> {
+    let state = ctx.state.clone()?;
+    let route = ctx.route?;
+    state.routes.get(route)?.targets.get(ctx.target)?;
+    Some((state, route, ctx.target))
+}
+
+fn target_of(state: &State, route: usize, target: usize) -> &Target {
+    &state.routes[route].targets[target]
+}
+
+/// Passive health (nginx's `max_fails`/`fail_timeout`): count a failure of the attempt's backend.
+fn record_backend_failure(ctx: &Ctx, peer: &HttpPeer) {
+    let (Some((state, route, target)), Some(attempt)) =
+        (current_target(ctx), ctx.attempt.slot.as_ref())
+    else {
+        return;
+    };
+    let pool = &target_of(&state, route, target).pool;
+    if attempt
+        .stats()
+        .record_failure(pool.max_fails, pool.fail_timeout)
+    {
+        log::warn!(
+            "pool {}: backend {} marked down for {:?} after {} failures",
+            pool.name,
+            peer,
+            pool.fail_timeout,
+            pool.max_fails
+        );
+    }
+}
+
+/// The one retry path: the failed backend is not tried again; retry while the route allows
+/// and the pool has another backend, else give up.
+fn retry_elsewhere(ctx: &mut Ctx, e: &mut Error) {
+    let Some((state, route, target)) = current_target(ctx) else {
+        e.set_retry(false);
+        return;
+    };
+    let t = target_of(&state, route, target);
+    if let Some(addr) = ctx.attempt.backend.take() {
+        ctx.attempt.tried.push(addr);
+    }
+    if ctx.attempt.retries_left > 0 && t.pool.select(b"", &ctx.attempt.tried).is_some() {
+        ctx.attempt.retries_left -= 1;
+        t.metrics.retries.inc();
+    } else {
+        e.set_retry(false);
     }
 }

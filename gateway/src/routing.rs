@@ -1,6 +1,19 @@
 //! Route matching: longest path prefix wins; among equal prefixes a route bound to the request's
-//! host beats one for any host (the same rule as `Config::match_route`). The order is computed
-//! once per state build so a request walks a short list and stops at the first match.
+//! host beats one for any host. The order is computed once per state build so a request walks a
+//! short list and stops at the first match.
+
+use std::sync::Arc;
+
+use crate::metrics::RouteMetrics;
+use crate::upstream::balance::Pool;
+
+/// One pool a route sends to, with the metric handles of that (route, pool) pair. A route with
+/// `pool = ...` has one; a route with `split = ...` has one per pool of the split.
+pub struct Target {
+    pub pool: Arc<Pool>,
+    pub weight: u32,
+    pub metrics: RouteMetrics,
+}
 
 #[derive(Debug, Clone)]
 struct Entry {

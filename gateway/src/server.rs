@@ -11,14 +11,15 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use crate::access_log;
 use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::Config;
-use crate::maintenance::Maintenance;
+use crate::edge::tls;
 use crate::proxy::GatewayProxy;
 use crate::shutdown::Signals;
 use crate::state::{Shared, State};
-use crate::{access_log, tls};
+use crate::upstream::maintenance::Maintenance;
 
 /// Client-side write buffer. Pingora's default (1460 bytes, one segment) sends a response's
 /// header and a body of a few KB in two syscalls and two packets; 16 KiB coalesces a typical
@@ -86,12 +87,13 @@ pub fn run(cfg: Config, cli: &Cli) -> Result<(), String> {
     let config_path: PathBuf = cfg.file.clone();
     let listeners = cfg.listeners.clone();
     let listeners_pid_file = cfg.server.pid_file.clone();
-    let state = State::build(Arc::new(cfg), 1)?;
+    let (state, activation) = State::build(Arc::new(cfg), 1)?;
     let shared = Shared::new(state, config_path);
+    activation.apply();
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    // issue 4: `gateway -s reload` finds this process through the pid file, which Pingora
+    // `gateway -s reload` finds this process through the pid file, which Pingora
     // writes only when it daemonizes.
     if !cli.daemon {
         let pid_file = &listeners_pid_file;

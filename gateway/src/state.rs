@@ -3,7 +3,6 @@
 //! swaps it atomically; a request loads the `Arc` once at its start and keeps it to the end, so
 //! requests and streams in flight finish on the state they began with.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -11,27 +10,21 @@ use arc_swap::ArcSwap;
 use prometheus::IntGauge;
 use tokio::sync::watch;
 
-use crate::balance::{Pool, ResolvedServer};
-use crate::compress::GzipPolicy;
 use crate::config::{self, Config};
-use crate::headers::ResponseHeaders;
+use crate::edge::compress::GzipPolicy;
+use crate::edge::headers::ResponseHeaders;
+use crate::edge::redirect::RedirectPolicy;
 use crate::metrics::{RouteMetrics, UnroutedMetrics, METRICS};
-use crate::redirect::RedirectPolicy;
-use crate::routing::Router;
-use crate::split::SplitRt;
-use crate::upstream::{self, Timeouts};
-use crate::zones::RouteLimiter;
-
-/// One pool a route sends to, with the metric handles of that (route, pool) pair.
-pub struct Target {
-    pub pool: Arc<Pool>,
-    pub weight: u32,
-    pub metrics: RouteMetrics,
-}
+use crate::policy::split::SplitRt;
+use crate::policy::zones::RouteLimiter;
+use crate::routing::{Router, Target};
+use crate::upstream::balance::Pool;
+use crate::upstream::discovery::DnsDiscovery;
+use crate::upstream::peer::{upstream_tls, Timeouts};
 
 pub struct RouteRt {
     pub name: Arc<str>,
-    /// One entry for `pool = ...`; several for `split = ...` (issue 4 adds stickiness).
+    /// One entry for `pool = ...`; several for `split = ...`.
     pub targets: Vec<Target>,
     pub stream: bool,
     pub timeouts: Timeouts,
@@ -40,43 +33,10 @@ pub struct RouteRt {
     pub retries: u32,
     pub headers: ResponseHeaders,
     pub active_streams: IntGauge,
-    /// issue 4: the route's rate zone (`limit = {...}`).
+    /// The route's rate zone (`limit = {...}`).
     pub limit: Option<RouteLimiter>,
-    /// issue 4: the split the targets come from (`split = ...`).
+    /// The split the targets come from (`split = ...`).
     pub split: Option<Arc<SplitRt>>,
-}
-
-impl RouteRt {
-    /// Index of the target for a request whose stickiness key hashes to `key`: weighted, and a
-    /// pool with no healthy backend gives its share to the others.
-    pub fn pick_target(&self, key: u64) -> usize {
-        if self.targets.len() == 1 {
-            return 0;
-        }
-        let healthy = |t: &Target| t.weight > 0 && t.pool.has_available();
-        let total: u64 = self
-            .targets
-            .iter()
-            .filter(|t| healthy(t))
-            .map(|t| u64::from(t.weight))
-            .sum();
-        if total == 0 {
-            // Nothing healthy: the first weighted target reports "no healthy backend".
-            return self.targets.iter().position(|t| t.weight > 0).unwrap_or(0);
-        }
-        let mut point = key % total;
-        for (i, t) in self.targets.iter().enumerate() {
-            if !healthy(t) {
-                continue;
-            }
-            let w = u64::from(t.weight);
-            if point < w {
-                return i;
-            }
-            point -= w;
-        }
-        0
-    }
 }
 
 pub struct State {
@@ -96,8 +56,9 @@ pub struct State {
 
 impl State {
     /// Build everything the hot path needs. Resolves DNS names (blocking; call from a blocking
-    /// context). Errors name the config key.
-    pub fn build(cfg: Arc<Config>, generation: u64) -> Result<State, String> {
+    /// context). Errors name the config key. Pure: nothing outside the new state changes until
+    /// the returned [`Activation`] is applied, right after the state is put in use.
+    pub fn build(cfg: Arc<Config>, generation: u64) -> Result<(State, Activation), String> {
         State::build_after(cfg, generation, None)
     }
 
@@ -108,19 +69,19 @@ impl State {
         cfg: Arc<Config>,
         generation: u64,
         previous: Option<&State>,
-    ) -> Result<State, String> {
+    ) -> Result<(State, Activation), String> {
         let mut pools = Vec::with_capacity(cfg.pools.len());
         for (name, p) in &cfg.pools {
             let tls = match &p.tls {
-                Some(t) => Some(
-                    upstream::upstream_tls(t).map_err(|e| format!("pools.{name}.ca_file: {e}"))?,
-                ),
+                Some(t) => Some(upstream_tls(t).map_err(|e| format!("pools.{name}.ca_file: {e}"))?),
                 None => None,
             };
             let previous_pool = previous
                 .and_then(|st| st.pools.iter().find(|q| *q.name == *p.name.as_str()))
                 .map(|q| q.as_ref());
-            let resolved = resolve_blocking(&p.servers, previous_pool);
+            // A name that does not resolve keeps what the pool being replaced holds for it.
+            let resolved =
+                DnsDiscovery::knowing(p.servers.clone(), previous_pool).resolve_blocking();
             if resolved.is_empty() {
                 log::warn!(
                     "pool {name}: no server address resolved yet; DNS is retried every {:?}",
@@ -131,11 +92,11 @@ impl State {
         }
         let pool_by_name = |n: &str| pools.iter().find(|p| &*p.name == n).cloned();
 
-        // issue 4: the TLS certificate (re-read on reload), rate zones (their state outlives
+        // The TLS certificate (re-read on reload), rate zones (their state outlives
         // reloads), splits (a rollback lasts until the next reload).
-        let certs = crate::certs::load(&cfg)?;
-        let zones = crate::zones::sync(&cfg);
-        let splits = crate::split::build_all(&cfg);
+        let cert = crate::edge::certs::load(&cfg)?;
+        let zones = crate::policy::zones::plan(&cfg);
+        let splits = crate::policy::split::build_all(&cfg);
         let mut routes = Vec::with_capacity(cfg.routes.len());
         for (i, r) in cfg.routes.iter().enumerate() {
             let weighted: Vec<(String, u32)> = match &r.target {
@@ -174,7 +135,7 @@ impl State {
                 limit: r
                     .limit
                     .as_ref()
-                    .and_then(|l| RouteLimiter::new(&cfg, l, &zones)),
+                    .and_then(|l| RouteLimiter::new(&cfg, l, zones.zones())),
                 split: match &r.target {
                     config::RouteTarget::Split(s) => splits.get(s).cloned(),
                     config::RouteTarget::Pool(_) => None,
@@ -201,8 +162,12 @@ impl State {
                 .unwrap_or_else(|| h.address.ip().to_string());
             RedirectPolicy::from_config(h, fallback)
         });
-        crate::certs::install(certs);
-        Ok(State {
+        let activation = Activation {
+            cert,
+            zones,
+            splits: splits.into_values().collect(),
+        };
+        let state = State {
             generation,
             gzip: GzipPolicy::from_config(&cfg.gzip),
             routes,
@@ -213,7 +178,8 @@ impl State {
             unrouted: UnroutedMetrics::new("-"),
             redirected: UnroutedMetrics::new("-redirect"),
             config: cfg,
-        })
+        };
+        Ok((state, activation))
     }
 
     /// Every route has at least one pool with a healthy backend (the `/readyz` rule).
@@ -226,46 +192,21 @@ impl State {
     }
 }
 
-/// Resolve configured servers now (start-up, reload). A name that does not resolve keeps what
-/// `previous` (the pool being replaced on a reload) holds for it, else is logged and left out;
-/// discovery retries it.
-pub fn resolve_blocking(
-    servers: &[config::UpstreamServer],
-    previous: Option<&Pool>,
-) -> Vec<ResolvedServer> {
-    let mut out = Vec::new();
-    for s in servers {
-        match s.socket_addr {
-            Some(addr) => out.push(ResolvedServer {
-                addr,
-                weight: s.weight,
-                host: s.host.as_str().into(),
-            }),
-            None => match (s.host.as_str(), s.port).to_socket_addrs() {
-                Ok(addrs) => out.extend(addrs.map(|addr: SocketAddr| ResolvedServer {
-                    addr,
-                    weight: s.weight,
-                    host: s.host.as_str().into(),
-                })),
-                Err(e) => {
-                    let kept = previous
-                        .map(|p| crate::discovery::known_addrs(p, s))
-                        .unwrap_or_default();
-                    log::warn!(
-                        "cannot resolve {}: {e}; keeping {} known address(es)",
-                        s.address,
-                        kept.len()
-                    );
-                    out.extend(kept.into_iter().map(|addr| ResolvedServer {
-                        addr,
-                        weight: s.weight,
-                        host: s.host.as_str().into(),
-                    }));
-                }
-            },
-        }
+/// What a new state changes outside itself: the certificate of new handshakes, the live rate
+/// zones (rates, sizes, `/status`) and the split gauges. Applied right after the state is swapped
+/// in, so a build that fails at any step changes nothing.
+pub struct Activation {
+    cert: Option<Arc<config::CertKey>>,
+    zones: crate::policy::zones::ZonePlan,
+    splits: Vec<Arc<SplitRt>>,
+}
+
+impl Activation {
+    pub fn apply(self) {
+        crate::edge::certs::install(self.cert);
+        self.zones.commit();
+        crate::policy::split::publish(&self.splits);
     }
-    out
 }
 
 /// The current state and what changes it.
@@ -307,9 +248,10 @@ impl Shared {
                 State::build_after(Arc::new(cfg), next, Some(&self.current.load()))
             });
         match result {
-            Ok(state) => {
+            Ok((state, activation)) => {
                 let generation = state.generation;
                 self.current.store(Arc::new(state));
+                activation.apply();
                 METRICS.config_generation.set(generation as i64);
                 METRICS.config_reloads.with_label_values(&["ok"]).inc();
                 self.generation.send_replace(generation);

@@ -11,20 +11,20 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         .response_written()
         .map(|r| r.status.as_u16())
         .unwrap_or(0);
-    let elapsed = ctx.start.elapsed().as_secs_f64();
+    let elapsed = ctx.timing.start.elapsed().as_secs_f64();
 
     if let Some(state) = ctx.state.as_ref() {
         match ctx.target() {
             Some(t) => {
                 t.metrics.count(status);
                 t.metrics.duration.observe(elapsed);
-                if let Some(c) = ctx.connect_time {
+                if let Some(c) = ctx.timing.connect {
                     t.metrics.connect.observe(c);
                 }
-                if let Some(h) = ctx.header_time {
+                if let Some(h) = ctx.timing.header {
                     t.metrics.header.observe(h);
                 }
-                if let Some(r) = ctx.response_time {
+                if let Some(r) = ctx.timing.response {
                     t.metrics.response.observe(r);
                 }
             }
@@ -53,6 +53,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
     };
     let backend = ctx
         .attempt
+        .slot
         .as_ref()
         .map(|a| &*a.stats().label)
         .unwrap_or("");
@@ -66,8 +67,8 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
     access_log::write(&Entry {
         ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         request_id: &ctx.request_id,
-        client: &ctx.client,
-        peer: ctx.peer_ip,
+        client: &ctx.conn.client,
+        peer: ctx.conn.peer_ip,
         method: req.method.as_str(),
         path: req.uri.path(),
         status,
@@ -76,10 +77,10 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         pool,
         backend,
         http_version,
-        tls_version: ctx.tls_version.as_deref().unwrap_or(""),
+        tls_version: ctx.conn.tls_version.as_deref().unwrap_or(""),
         request_time: elapsed,
-        upstream_connect_time: ctx.connect_time,
-        upstream_header_time: ctx.header_time,
-        upstream_response_time: ctx.response_time,
+        upstream_connect_time: ctx.timing.connect,
+        upstream_header_time: ctx.timing.header,
+        upstream_response_time: ctx.timing.response,
     });
 }

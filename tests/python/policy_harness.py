@@ -1,4 +1,4 @@
-"""Harness for the traffic-policy tests (issue 4: rate zones, splits, reload): a real gateway
+"""Harness for the traffic-policy tests (rate zones, splits, reload): a real gateway
 on plain HTTP (and optionally HTTPS) whose config file a test rewrites and reloads, the
 purpose-built upstreams (upstreams.py) as named pools, a small raw HTTP/1.1 client fast enough
 for 10,000 requests, and readers for /metrics and /status."""

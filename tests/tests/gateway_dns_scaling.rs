@@ -1,4 +1,4 @@
-//! DNS re-resolution through the real gateway (issue 3): replicas that appear in or vanish from a
+//! DNS re-resolution through the real gateway: replicas that appear in or vanish from a
 //! name's answer (a compose `--scale`) join and leave the pool without a restart, and a failed
 //! lookup keeps the last good set.
 //!
@@ -321,10 +321,12 @@ fn replicas_join_and_leave_the_pool_as_dns_changes_and_a_failed_lookup_keeps_the
     );
 
     // 4. The name stops resolving: the last good set stays, requests keep succeeding.
-    // Lookups of the periodic re-resolution (the reload's own lookup logs from gateway::state).
+    // Failed lookups, logged by the discovery (periodic re-resolution and reloads alike).
     let warned = |log: &str| {
-        log.matches(&format!("gateway::discovery] cannot resolve {NAME}:{port}"))
-            .count()
+        log.matches(&format!(
+            "gateway::upstream::discovery] cannot resolve {NAME}:{port}"
+        ))
+        .count()
     };
     let warnings_before = warned(&gw.proc.log());
     write_hosts(&hosts, &[]);

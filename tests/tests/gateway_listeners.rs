@@ -1,6 +1,6 @@
 //! The listeners as a client sees them: HTTP → 301 to HTTPS keeping path and query (with exempt
 //! prefixes proxied), TLS 1.2/1.3 only with Mozilla-intermediate ciphers, session resumption,
-//! h2 by ALPN, the request/response headers of the seed's nginx, and upstream keep-alive.
+//! h2 by ALPN, the request/response headers of the nginx it replaces, and upstream keep-alive.
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -1,6 +1,6 @@
 //! Probes and metrics, all open (no token): `/healthz` and `/health/live` (the process
 //! answers), `/readyz` and `/health/ready` (the workspace is readable and we are not draining,
-//! else 503), `/health` (seed 004's shape plus details), `/health/metrics` (a JSON summary) and
+//! else 503), `/health` (the existing server's shape plus details), `/health/metrics` (a JSON summary) and
 //! `/metrics` (Prometheus text).
 
 use super::reply;
@@ -12,7 +12,7 @@ use axum::response::Response;
 use serde_json::json;
 use std::sync::Arc;
 
-pub const SERVICE_NAME: &str = "task-mcp-backend";
+pub use crate::SERVICE_NAME;
 
 pub async fn live() -> Response {
     reply::json(StatusCode::OK, &json!({"status": "ok"}))

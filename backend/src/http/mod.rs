@@ -12,11 +12,11 @@ pub mod mcp_entry;
 pub mod observe;
 pub mod ratelimit;
 pub mod reply;
+pub mod sse_transport;
 pub mod task_api;
 
 use crate::config::Config;
 use crate::exec::Executor;
-use crate::mcp::sse_transport::SseSessions;
 use crate::mcp::McpHandler;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use sse_transport::SseSessions;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -88,7 +89,6 @@ impl AppState {
 
 /// The whole router.
 pub fn router(state: Arc<AppState>) -> Router {
-    use crate::mcp::sse_transport;
     Router::new()
         .route(
             "/mcp",

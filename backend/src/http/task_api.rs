@@ -1,4 +1,4 @@
-//! The user's existing Task MCP API (seeds 002 and 003), kept byte-compatible:
+//! The user's existing Task MCP API (the existing server's documentation), kept byte-compatible:
 //!
 //! - `POST /sse {"tool","input"}` → `text/event-stream`: `event: progress` while the tool
 //!   reports progress, `: keep-alive` comments every HEARTBEAT_MS on long calls, then
@@ -95,7 +95,7 @@ fn ndjson_line<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(line)
 }
 
-/// The wire shapes, fields in the seed's order.
+/// The wire shapes, fields in the existing API's order.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ResultEvent<'a> {

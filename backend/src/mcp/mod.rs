@@ -1,6 +1,6 @@
 //! MCP through the official Rust SDK (rmcp): one hand-written `ServerHandler` serves both the
 //! Streamable HTTP endpoint (stateless, see `http::AppState::new`) and the 2024-11-05 HTTP+SSE
-//! transport (`sse_transport`).
+//! transport (`http::sse_transport`).
 //!
 //! - `tools/list` lists the registry's tools with their input and output schemas.
 //! - `tools/call` runs the tool through `exec::Executor`; a tool error (bad slug, conflict,
@@ -8,8 +8,6 @@
 //!   model can read it; an unknown tool name is a JSON-RPC error (invalid params).
 //! - When the request carries `_meta.progressToken`, the tool's progress reports are sent as
 //!   `notifications/progress` on the same response stream, all before the result.
-
-pub mod sse_transport;
 
 use crate::api_error::ApiError;
 use crate::exec::{Executor, ProgressUpdate};
@@ -49,10 +47,9 @@ impl McpHandler {
                 if let Some(out) = &d.output_schema {
                     t = t.with_raw_output_schema(Arc::new(as_object(out)));
                 }
-                let read_only = crate::exec::is_read_only(d.name);
                 t.with_annotations(
                     ToolAnnotations::with_title(d.title)
-                        .read_only(read_only)
+                        .read_only(d.read_only)
                         .destructive(false)
                         .open_world(false),
                 )
@@ -73,13 +70,12 @@ fn error_result(e: &ApiError) -> CallToolResult {
 impl ServerHandler for McpHandler {
     fn get_info(&self) -> ServerConfig {
         let mut info = InitializeResult::new(ServerCapabilities::builder().enable_tools().build());
-        info.server_info =
-            Implementation::new(crate::http::health::SERVICE_NAME, env!("CARGO_PKG_VERSION"));
-        info.instructions = Some(
-            "OpenSpec tools: change.list, change.open, change.archive, task.list, task.update, \
-             spec.list, spec.open. Changes are addressed by slug, tasks by id like \"1.3\"."
-                .into(),
-        );
+        info.server_info = Implementation::new(crate::SERVICE_NAME, env!("CARGO_PKG_VERSION"));
+        let names: Vec<&str> = self.tools.iter().map(|t| t.name.as_ref()).collect();
+        info.instructions = Some(format!(
+            "OpenSpec tools: {}. Changes are addressed by slug, tasks by id like \"1.3\".",
+            names.join(", ")
+        ));
         info
     }
 

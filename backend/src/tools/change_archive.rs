@@ -10,6 +10,7 @@ impl Tool for ChangeArchive {
     fn def(&self) -> ToolDef {
         ToolDef {
             name: "change.archive",
+            read_only: false,
             title: "Archive a change",
             description: "Does what `openspec archive` does: refuses while tasks are unchecked (unless force), \
                           validates the spec deltas, applies them to the main specs (RENAMED, REMOVED, MODIFIED, \

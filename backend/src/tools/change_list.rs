@@ -10,6 +10,7 @@ impl Tool for ChangeList {
     fn def(&self) -> ToolDef {
         ToolDef {
             name: "change.list",
+            read_only: true,
             title: "List changes",
             description:
                 "Active OpenSpec changes with their title and task progress (done/total); \

@@ -21,6 +21,7 @@ impl Tool for ChangeOpen {
     fn def(&self) -> ToolDef {
         ToolDef {
             name: "change.open",
+            read_only: true,
             title: "Open a change",
             description: "A change's proposal, design (if any), tasks (id, text, done) and spec deltas \
                           per capability (ADDED / MODIFIED / REMOVED / RENAMED requirements with their text).",

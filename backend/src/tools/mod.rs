@@ -15,6 +15,9 @@ pub use input::Input;
 #[derive(Debug, Clone)]
 pub struct ToolDef {
     pub name: &'static str,
+    /// Only reads a few small files: run inline rather than on the blocking pool, and shown to
+    /// MCP clients with `readOnlyHint`.
+    pub read_only: bool,
     pub title: &'static str,
     pub description: &'static str,
     /// JSON Schema with `"type": "object"`.

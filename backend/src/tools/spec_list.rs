@@ -10,6 +10,7 @@ impl Tool for SpecList {
     fn def(&self) -> ToolDef {
         ToolDef {
             name: "spec.list",
+            read_only: true,
             title: "List specs",
             description: "The main specs (openspec/specs/<capability>/spec.md) with their title and requirement count.",
             input_schema: json!({ "type": "object", "properties": {}, "additionalProperties": false }),

@@ -9,6 +9,7 @@ impl Tool for SpecOpen {
     fn def(&self) -> ToolDef {
         ToolDef {
             name: "spec.open",
+            read_only: true,
             title: "Open a spec",
             description: "One main spec: title, purpose, requirements (name, text, scenarios) and the raw Markdown.",
             input_schema: json!({

@@ -10,6 +10,7 @@ impl Tool for TaskList {
     fn def(&self) -> ToolDef {
         ToolDef {
             name: "task.list",
+            read_only: true,
             title: "List a change's tasks",
             description:
                 "The checkbox tasks of a change's tasks.md: id (like \"1.3\"), text, done, section.",

@@ -10,6 +10,7 @@ impl Tool for TaskUpdate {
     fn def(&self) -> ToolDef {
         ToolDef {
             name: "task.update",
+            read_only: false,
             title: "Tick or untick a task",
             description:
                 "Sets one checkbox in a change's tasks.md (atomically, under the workspace lock).",

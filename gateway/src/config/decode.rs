@@ -1,48 +1,15 @@
 //! Decoding of the top level and the process-wide sections (`[server]`, `[listeners.*]`,
 //! `[headers]`, `[gzip]`, `[real_ip]`). Pools, zones, splits and routes live in their own files.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use toml::Table;
 
 use super::defaults as d;
 use super::model::*;
-use super::reader::{Errors, Section};
+use super::reader::{header_table, Ctx, Section};
 use super::{files, routes, units, upstreams};
-
-/// What a decoder needs besides the table: where relative paths are anchored.
-pub struct Ctx {
-    pub errs: Errors,
-    /// Absolute directory of the config file.
-    pub base_dir: PathBuf,
-    /// Also read and parse the files the config names (cert, key, CA bundles, log dir).
-    pub check_files: bool,
-}
-
-impl Ctx {
-    /// Resolves a path from the file against the config file's directory, lexically (the file
-    /// need not exist yet, e.g. a pid file).
-    pub fn path(&self, p: &str) -> PathBuf {
-        normalize(&self.base_dir.join(p))
-    }
-}
-
-/// Removes `.` and folds `..` without touching the filesystem.
-pub fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push("..");
-                }
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
-}
 
 const TOP_KEYS: &[&str] = &[
     "server",
@@ -340,11 +307,12 @@ fn https(ctx: &mut Ctx, s: &Section) -> Option<HttpsListener> {
     }
     let cert = cert.filter(|c| !c.is_empty()).map(|c| ctx.path(c));
     let key = key.filter(|k| !k.is_empty()).map(|k| ctx.path(k));
-    if ctx.check_files {
-        if let (Some(c), Some(k)) = (&cert, &key) {
-            files::check_cert_key(&mut ctx.errs, &s.key("cert"), c, &s.key("key"), k);
+    let material = match (&cert, &key) {
+        (Some(c), Some(k)) if ctx.check_files => {
+            files::load_cert_key(&mut ctx.errs, &s.key("cert"), c, &s.key("key"), k).map(Arc::new)
         }
-    }
+        _ => None,
+    };
     Some(HttpsListener {
         address: address?,
         cert: cert?,
@@ -353,24 +321,8 @@ fn https(ctx: &mut Ctx, s: &Section) -> Option<HttpsListener> {
         min_tls,
         ciphers,
         session_timeout,
+        material,
     })
-}
-
-/// Checks a header name and value; reports under `key`.
-pub fn check_header(errs: &mut Errors, key: &str, name: &str, value: &str) -> bool {
-    let mut ok = true;
-    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-        errs.add(key, format!("{name:?} is not a valid header name"));
-        ok = false;
-    }
-    if http::HeaderValue::from_str(value).is_err() {
-        errs.add(
-            key,
-            "value is not a valid header value (printable ASCII, no line breaks)",
-        );
-        ok = false;
-    }
-    ok
 }
 
 /// `[headers]`; returns None only when it was not a table.
@@ -408,30 +360,6 @@ fn headers(ctx: &mut Ctx, v: &toml::Value) -> Option<Headers> {
         server: Some(server).filter(|h| !h.is_empty()),
         set,
     })
-}
-
-/// A `name = "value"` table of headers (global `[headers.set]` or `[routes.headers]`).
-/// Names that differ only in case are one header.
-pub fn header_table(errs: &mut Errors, s: &Section, k: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for (name, v) in s.named_tables(errs, k) {
-        let key = super::reader::join(&s.key(k), name);
-        let Some(value) = v.as_str() else {
-            errs.add(
-                key,
-                format!("expected a string, found {}", super::reader::type_name(v)),
-            );
-            continue;
-        };
-        if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            errs.add(key, "duplicate header (names are case-insensitive)");
-            continue;
-        }
-        if check_header(errs, &key, name, value) {
-            out.push((name.to_string(), value.to_string()));
-        }
-    }
-    out
 }
 
 fn gzip(ctx: &mut Ctx, v: &toml::Value) -> Option<Gzip> {

@@ -1,8 +1,8 @@
-//! Default values, taken from the seed's nginx.conf where it has one.
+//! Default values, taken from the nginx.conf it replaces where it has one.
 
 use std::time::Duration;
 
-/// The seed's `add_header` lines (HSTS is separate: HTTPS only), plus `Referrer-Policy`.
+/// The replaced nginx.conf's `add_header` lines (HSTS is separate: HTTPS only), plus `Referrer-Policy`.
 pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("X-Frame-Options", "DENY"),
     ("X-Content-Type-Options", "nosniff"),
@@ -10,13 +10,13 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("Referrer-Policy", "strict-origin-when-cross-origin"),
 ];
 
-/// The seed's `Strict-Transport-Security ... always`.
+/// The replaced nginx.conf's `Strict-Transport-Security ... always`.
 pub const HSTS: &str = "max-age=31536000; includeSubDomains";
 
 /// Replaces the upstream's `Server` header: no version.
 pub const SERVER_HEADER: &str = "gateway";
 
-/// The seed's `gzip_types` (nginx always adds text/html; the seed serves no HTML).
+/// The replaced nginx.conf's `gzip_types` (nginx always adds text/html; the tool server serves no HTML).
 pub const GZIP_TYPES: &[&str] = &[
     "text/plain",
     "text/css",
@@ -27,20 +27,20 @@ pub const GZIP_TYPES: &[&str] = &[
     "application/xml+rss",
     "text/javascript",
 ];
-/// The seed's `gzip_min_length 1024`.
+/// The replaced nginx.conf's `gzip_min_length 1024`.
 pub const GZIP_MIN_LENGTH: u64 = 1024;
 /// zlib's usual speed/ratio middle (nginx's own default is 1).
 pub const GZIP_LEVEL: u32 = 6;
 
 /// Mozilla's "intermediate" TLS 1.2 cipher list (ssl-config.mozilla.org, guideline 5.7).
-/// The seed's own list names `*-SHA512` GCM suites that do not exist in OpenSSL (nginx drops
+/// The replaced nginx.conf's own list names `*-SHA512` GCM suites that do not exist in OpenSSL (nginx drops
 /// them silently) and lacks CHACHA20 and AES128; this is the list it was meant to be.
 pub const MOZILLA_INTERMEDIATE_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:\
 ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
 ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:\
 DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305";
 
-/// The seed's `ssl_session_timeout 10m`.
+/// The replaced nginx.conf's `ssl_session_timeout 10m`.
 pub const TLS_SESSION_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub const THREADS: u64 = 2;
@@ -52,7 +52,7 @@ pub const REDIRECT_EXEMPT: &[&str] = &["/.well-known/acme-challenge/"];
 
 pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
 pub const KEEPALIVE: u64 = 64;
-/// The seed's `max_fails=3 fail_timeout=30s`.
+/// The replaced nginx.conf's `max_fails=3 fail_timeout=30s`.
 pub const MAX_FAILS: u64 = 3;
 pub const FAIL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -62,7 +62,7 @@ pub const HC_TIMEOUT: Duration = Duration::from_secs(1);
 pub const HC_RISE: u64 = 2;
 pub const HC_FALL: u64 = 2;
 
-/// nginx's `limit_req_zone ... :10m` of the seed.
+/// nginx's `limit_req_zone ... :10m` of the replaced nginx.conf.
 pub const ZONE_SIZE: u64 = 10 << 20;
 /// nginx allocates a zone of at least 8 pages; below that it refuses ("too small").
 pub const ZONE_MIN_SIZE: u64 = 32 << 10;
@@ -77,7 +77,7 @@ pub const ROLLBACK_MIN_REQUESTS: u64 = 50;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// nginx's proxy_read_timeout / proxy_send_timeout default.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// The seed's `proxy_read_timeout 86400` on its streaming locations.
+/// The replaced nginx.conf's `proxy_read_timeout 86400` on its streaming locations.
 pub const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(86_400);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -3,11 +3,15 @@
 //! the certificate and key are parsed and matched, not just opened.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use pingora::protocols::tls::CaType;
 
 use pingora::tls::pkey::PKey;
 use pingora::tls::ssl::{SslContextBuilder, SslMethod};
 use pingora::tls::x509::X509;
 
+use super::model::CertKey;
 use super::reader::Errors;
 
 fn read(errs: &mut Errors, key: &str, path: &Path) -> Option<Vec<u8>> {
@@ -61,7 +65,14 @@ pub fn check_ciphers(errs: &mut Errors, key: &str, ciphers: &str) {
 }
 
 /// The certificate chain and key must parse, and the key must belong to the first certificate.
-pub fn check_cert_key(errs: &mut Errors, cert_key: &str, cert: &Path, key_key: &str, key: &Path) {
+/// Returns them parsed, for the listener to serve (None after an error, which is recorded).
+pub fn load_cert_key(
+    errs: &mut Errors,
+    cert_key: &str,
+    cert: &Path,
+    key_key: &str,
+    key: &Path,
+) -> Option<CertKey> {
     let certs = read(errs, cert_key, cert).and_then(|pem| {
         X509::stack_from_pem(&pem)
             .ok()
@@ -88,28 +99,32 @@ pub fn check_cert_key(errs: &mut Errors, cert_key: &str, cert: &Path, key_key: &
             })
             .ok()
     });
-    if let (Some(certs), Some(pkey)) = (certs, pkey) {
-        let matches = certs[0]
-            .public_key()
-            .map(|pk| pk.public_eq(&pkey))
-            .unwrap_or(false);
-        if !matches {
-            errs.add(
-                key_key,
-                format!("does not match the certificate in {cert_key}"),
-            );
-        }
+    let (chain, key) = (certs?, pkey?);
+    let matches = chain[0]
+        .public_key()
+        .map(|pk| pk.public_eq(&key))
+        .unwrap_or(false);
+    if !matches {
+        errs.add(
+            key_key,
+            format!("does not match the certificate in {cert_key}"),
+        );
+        return None;
     }
+    Some(CertKey { chain, key })
 }
 
-/// A CA bundle must hold at least one PEM certificate.
-pub fn check_ca_file(errs: &mut Errors, key: &str, path: &Path) {
-    if let Some(pem) = read(errs, key, path) {
-        if X509::stack_from_pem(&pem).map_or(true, |c| c.is_empty()) {
+/// A CA bundle must hold at least one PEM certificate; returns them parsed.
+pub fn load_ca_file(errs: &mut Errors, key: &str, path: &Path) -> Option<Arc<CaType>> {
+    let pem = read(errs, key, path)?;
+    match X509::stack_from_pem(&pem) {
+        Ok(certs) if !certs.is_empty() => Some(Arc::new(certs.into_boxed_slice())),
+        _ => {
             errs.add(
                 key,
                 format!("{:?} holds no PEM certificate", path.display().to_string()),
             );
+            None
         }
     }
 }

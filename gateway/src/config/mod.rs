@@ -24,10 +24,10 @@
 //!   `{ address, weight }` table.
 //! * `[headers] server = "gateway"`: the value that replaces the upstream `Server` header
 //!   (`""` removes it).
-//! * `[gzip] vary = true`: `Vary: Accept-Encoding` (the seed's `gzip_vary on`).
+//! * `[gzip] vary = true`: `Vary: Accept-Encoding` (the replaced nginx.conf's `gzip_vary on`).
 //! * `[listeners.admin]` is optional (absent = no admin listener), hence `Option`.
 //! * Route `name` defaults to its `path`; `read_timeout` defaults to 86400s when `stream = true`
-//!   (the seed's streaming locations) and 60s otherwise.
+//!   (the replaced nginx.conf's streaming locations) and 60s otherwise.
 //! * `max_body_size = 0` means unlimited (nginx's `client_max_body_size 0`).
 //! * `tls_verify` / `tls_sni` / `ca_file` on a pool without `tls = true` are errors (they would
 //!   silently do nothing), as is `hash_key` without `balance = "hash"`.
@@ -144,12 +144,12 @@ fn build(text: &str, file: &Path, check_files: bool) -> Result<Config, ConfigErr
             .unwrap_or_else(|_| PathBuf::from("."))
             .join(file)
     };
-    let abs_file = decode::normalize(&abs_file);
+    let abs_file = reader::normalize(&abs_file);
     let base_dir = abs_file
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
-    let mut ctx = decode::Ctx {
+    let mut ctx = reader::Ctx {
         errs: reader::Errors::default(),
         base_dir,
         check_files,

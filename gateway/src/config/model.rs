@@ -6,7 +6,12 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use pingora::protocols::tls::CaType;
+use pingora::tls::pkey::{PKey, Private};
+use pingora::tls::x509::X509;
 
 pub use super::units::{Cidr, Rate};
 
@@ -28,7 +33,7 @@ pub struct Config {
     /// Weighted splits over pools by name (blue-green, canary).
     pub splits: BTreeMap<String, Split>,
     /// Routes in file order. Matching: longest `path` prefix among routes whose `host` matches
-    /// (or have none); see [`Config::match_route`].
+    /// (or have none); see `routing::Router`.
     pub routes: Vec<Route>,
 }
 
@@ -98,9 +103,26 @@ pub struct HttpsListener {
     /// OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).
     /// Default: Mozilla "intermediate" ([`super::defaults::MOZILLA_INTERMEDIATE_CIPHERS`]).
     pub ciphers: String,
-    /// Session resumption lifetime (tickets and cache). Default 10m (the seed's
+    /// Session resumption lifetime (tickets and cache). Default 10m (the replaced nginx.conf's
     /// `ssl_session_timeout 10m`).
     pub session_timeout: Duration,
+    /// `cert` and `key` as parsed and matched by the loader: the listener serves exactly what
+    /// `-t` checked. None only from [`super::parse`], which reads no files.
+    pub material: Option<Arc<CertKey>>,
+}
+
+/// A certificate chain and its private key.
+#[derive(Clone)]
+pub struct CertKey {
+    /// Leaf first, then the chain as in the PEM file.
+    pub chain: Vec<X509>,
+    pub key: PKey<Private>,
+}
+
+impl std::fmt::Debug for CertKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CertKey({} certificates)", self.chain.len())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -119,12 +141,12 @@ pub struct AdminListener {
 #[derive(Debug, Clone)]
 pub struct Headers {
     /// `Strict-Transport-Security` value, sent on HTTPS responses only. None = disabled (`""`).
-    /// Default `max-age=31536000; includeSubDomains` (the seed's).
+    /// Default `max-age=31536000; includeSubDomains` (the replaced nginx.conf's).
     pub hsts: Option<String>,
     /// Value that replaces the upstream's `Server` header; None (`""`) removes it.
     /// Default `gateway` (no version, unlike nginx's default).
     pub server: Option<String>,
-    /// `[headers.set]`, sorted by name (TOML tables keep no order), names as written. Default: the seed's security headers
+    /// `[headers.set]`, sorted by name (TOML tables keep no order), names as written. Default: the replaced nginx.conf's security headers
     /// ([`super::defaults::SECURITY_HEADERS`]). Each route carries its merged copy in
     /// [`Route::response_headers`]; this is the global list for gateway-made responses outside any
     /// route (404 no route, redirects).
@@ -140,13 +162,13 @@ pub struct Gzip {
     pub min_length: u64,
     /// 1..=9. Default 6.
     pub level: u32,
-    /// Lower-case media types without parameters. Default: the seed's `gzip_types`.
+    /// Lower-case media types without parameters. Default: the replaced nginx.conf's `gzip_types`.
     pub types: Vec<String>,
-    /// Add `Vary: Accept-Encoding` (the seed's `gzip_vary on`). Default true.
+    /// Add `Vary: Accept-Encoding` (the replaced nginx.conf's `gzip_vary on`). Default true.
     pub vary: bool,
 }
 
-/// `[real_ip]`: where the client address comes from (issue 4).
+/// `[real_ip]`: where the client address comes from.
 #[derive(Debug, Clone)]
 pub struct RealIp {
     /// Peers whose `header` is believed. Default empty: the connection's peer is the client.
@@ -254,6 +276,8 @@ pub struct UpstreamTls {
     pub sni: Option<String>,
     /// Extra CA bundle, absolute.
     pub ca_file: Option<PathBuf>,
+    /// `ca_file` as parsed by the loader. None without one, and from [`super::parse`].
+    pub ca: Option<Arc<CaType>>,
 }
 
 /// `[pools.NAME.health_check]`.
@@ -272,7 +296,7 @@ pub struct HealthCheck {
     pub fall: u32,
 }
 
-/// `[zones.NAME]`: like `limit_req_zone` (issue 4).
+/// `[zones.NAME]`: like `limit_req_zone`.
 #[derive(Debug, Clone)]
 pub struct Zone {
     pub name: String,
@@ -293,7 +317,7 @@ pub enum LimitKey {
     Header(String),
 }
 
-/// `[splits.NAME]`: weighted choice among pools (issue 4).
+/// `[splits.NAME]`: weighted choice among pools.
 #[derive(Debug, Clone)]
 pub struct Split {
     pub name: String,
@@ -385,22 +409,4 @@ pub struct RouteLimit {
 pub enum LimitDelay {
     NoDelay,
     AfterExcess(u32),
-}
-
-impl Config {
-    /// The route for a request: longest path prefix among routes whose host matches
-    /// (`host` lower case, without port); a route with a host beats one without at equal length.
-    // The proxy matches with routing::Router; this is the reference rule the tests hold it to.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub fn match_route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        self.routes
-            .iter()
-            .filter(|r| path.starts_with(r.path.as_str()))
-            .filter(|r| match (&r.host, host) {
-                (None, _) => true,
-                (Some(h), Some(req)) => h.eq_ignore_ascii_case(req),
-                (Some(_), None) => false,
-            })
-            .max_by_key(|r| (r.path.len(), r.host.is_some()))
-    }
 }

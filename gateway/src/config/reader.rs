@@ -2,6 +2,7 @@
 //! and keeps going. serde's derive stops at the first error; an operator fixing a file wants
 //! them all at once, like `nginx -t`.
 
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use toml::{Table, Value};
@@ -262,4 +263,76 @@ impl<'a> Section<'a> {
             }
         }
     }
+}
+
+/// What a decoder needs besides the table: where relative paths are anchored.
+pub struct Ctx {
+    pub errs: Errors,
+    /// Absolute directory of the config file.
+    pub base_dir: PathBuf,
+    /// Also read and parse the files the config names (cert, key, CA bundles, log dir).
+    pub check_files: bool,
+}
+
+impl Ctx {
+    /// Resolves a path from the file against the config file's directory, lexically (the file
+    /// need not exist yet, e.g. a pid file).
+    pub fn path(&self, p: &str) -> PathBuf {
+        normalize(&self.base_dir.join(p))
+    }
+}
+
+/// Removes `.` and folds `..` without touching the filesystem.
+pub fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Checks a header name and value; reports under `key`.
+pub fn check_header(errs: &mut Errors, key: &str, name: &str, value: &str) -> bool {
+    let mut ok = true;
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        errs.add(key, format!("{name:?} is not a valid header name"));
+        ok = false;
+    }
+    if http::HeaderValue::from_str(value).is_err() {
+        errs.add(
+            key,
+            "value is not a valid header value (printable ASCII, no line breaks)",
+        );
+        ok = false;
+    }
+    ok
+}
+
+/// A `name = "value"` table of headers (global `[headers.set]` or `[routes.headers]`).
+/// Names that differ only in case are one header.
+pub fn header_table(errs: &mut Errors, s: &Section, k: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (name, v) in s.named_tables(errs, k) {
+        let key = join(&s.key(k), name);
+        let Some(value) = v.as_str() else {
+            errs.add(key, format!("expected a string, found {}", type_name(v)));
+            continue;
+        };
+        if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            errs.add(key, "duplicate header (names are case-insensitive)");
+            continue;
+        }
+        if check_header(errs, &key, name, value) {
+            out.push((name.to_string(), value.to_string()));
+        }
+    }
+    out
 }

@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 
 use toml::Value;
 
-use super::decode::{header_table, Ctx};
 use super::defaults as d;
 use super::model::*;
-use super::reader::{type_name, Section};
+use super::reader::{header_table, type_name, Ctx, Section};
 use super::units;
 use super::upstreams::{check_name, is_cookie_name};
 

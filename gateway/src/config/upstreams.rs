@@ -5,10 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use toml::Value;
 
-use super::decode::Ctx;
 use super::defaults as d;
 use super::model::*;
-use super::reader::{type_name, Section};
+use super::reader::{type_name, Ctx, Section};
 use super::units;
 
 const POOL_KEYS: &[&str] = &[
@@ -116,13 +115,17 @@ fn pool(ctx: &mut Ctx, name: &str, s: &Section) -> Option<Pool> {
         }
     }
     let ca_file = Some(ca).filter(|c| !c.is_empty()).map(|c| ctx.path(c));
-    if let (true, Some(ca)) = (ctx.check_files && tls_on, &ca_file) {
-        super::files::check_ca_file(&mut ctx.errs, &s.key("ca_file"), ca);
-    }
+    let ca_certs = match &ca_file {
+        Some(path) if ctx.check_files && tls_on => {
+            super::files::load_ca_file(&mut ctx.errs, &s.key("ca_file"), path)
+        }
+        _ => None,
+    };
     let tls = tls_on.then(|| UpstreamTls {
         verify,
         sni: Some(sni.to_string()).filter(|s| !s.is_empty()),
         ca_file,
+        ca: ca_certs,
     });
 
     let health_check = s

@@ -38,7 +38,7 @@ fn no_burst_allows_one_request_per_interval() {
 
 #[test]
 fn burst_with_nodelay_passes_burst_plus_one_at_once_then_refills_at_the_rate() {
-    // The seed's `limit_req zone=api burst=20 nodelay` with rate=10r/s.
+    // the replaced nginx.conf's `limit_req zone=api burst=20 nodelay` with rate=10r/s.
     let z = Zone::new(R10S, 1000);
     let at_once = run(&z, &[0; 22], 20, Delay::NoDelay);
     assert!(at_once[..21].iter().all(|o| o == "pass"), "{at_once:?}");

@@ -12,11 +12,11 @@
 //! hashes by client so both requests of one client reach the same replica. A session ends when
 //! the client closes the stream, or at the end of the shutdown grace period.
 
-use super::McpHandler;
 use crate::api_error::ApiError;
 use crate::http::body::read_limited;
 use crate::http::reply::{self, RequestId};
 use crate::http::AppState;
+use crate::mcp::McpHandler;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};

@@ -16,15 +16,14 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use pingora::http::RequestHeader;
-use pingora::proxy::Session;
 use prometheus::{IntCounter, IntCounterVec, Opts};
 
-use crate::balance::stats::now_ms;
 use crate::config::{self, Config, LimitKey};
-use crate::errors::{self, GatewayError};
-use crate::headers::ResponseHeaders;
-use crate::limit::{Decision, Delay, Zone};
+use crate::edge::errors::GatewayError;
+use crate::edge::respond::Reply;
 use crate::metrics::METRICS;
+use crate::policy::limit::{Decision, Delay, Zone};
+use crate::upstream::balance::stats::now_ms;
 
 /// Zones by name; replaced on every successful state build (see [`sync`]).
 static REGISTRY: LazyLock<Mutex<HashMap<String, Arc<Zone>>>> =
@@ -47,34 +46,53 @@ static ZONE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     v
 });
 
-/// The zones of `cfg`, reusing the live zone of every name that already exists (state and
-/// counters kept, rate and size updated) and forgetting zones the file no longer has.
-/// Call when the state built from `cfg` is about to be used (start-up, reload).
-pub fn sync(cfg: &Config) -> HashMap<String, Arc<Zone>> {
-    let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut next = HashMap::with_capacity(cfg.zones.len());
+/// The zones a new state will use: the live zone of every name that already exists (state and
+/// counters kept), new zones for new names. Nothing live changes until [`ZonePlan::commit`].
+pub struct ZonePlan {
+    zones: HashMap<String, Arc<Zone>>,
+    /// New rate (milli-requests/s) and key capacity of each zone, applied at commit.
+    settings: Vec<(Arc<Zone>, String, u64, usize)>,
+}
+
+/// Plans the zones of `cfg` against the live registry (read only).
+pub fn plan(cfg: &Config) -> ZonePlan {
+    let reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut zones = HashMap::with_capacity(cfg.zones.len());
+    let mut settings = Vec::with_capacity(cfg.zones.len());
     for z in cfg.zones.values() {
-        let name = &z.name;
         let rate = z.rate.milli_per_sec();
         let keys = Zone::keys_for_size(z.size);
-        let zone = match reg.get(name) {
-            Some(live) => {
-                if live.rate_milli_per_sec() != rate.max(1) {
-                    log::info!("zone {name}: rate now {rate} milli-requests/s, client state kept");
-                }
-                live.set_rate(rate);
-                live.set_max_keys(keys);
-                live.clone()
-            }
+        let zone = match reg.get(&z.name) {
+            Some(live) => live.clone(),
             None => Arc::new(Zone::new(rate, keys)),
         };
-        next.insert(name.clone(), zone);
+        settings.push((zone.clone(), z.name.clone(), rate, keys));
+        zones.insert(z.name.clone(), zone);
     }
-    for gone in reg.keys().filter(|k| !next.contains_key(*k)) {
-        log::info!("zone {gone}: removed by the new configuration");
+    ZonePlan { zones, settings }
+}
+
+impl ZonePlan {
+    pub fn zones(&self) -> &HashMap<String, Arc<Zone>> {
+        &self.zones
     }
-    *reg = next.clone();
-    next
+
+    /// Makes the plan live: new rates and sizes, and the registry (`/status`) holds exactly
+    /// these zones. Call once the state built on the plan is in use.
+    pub fn commit(self) {
+        let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+        for (zone, name, rate, keys) in &self.settings {
+            if reg.contains_key(name) && zone.rate_milli_per_sec() != (*rate).max(1) {
+                log::info!("zone {name}: rate now {rate} milli-requests/s, client state kept");
+            }
+            zone.set_rate(*rate);
+            zone.set_max_keys(*keys);
+        }
+        for gone in reg.keys().filter(|k| !self.zones.contains_key(*k)) {
+            log::info!("zone {gone}: removed by the new configuration");
+        }
+        *reg = self.zones;
+    }
 }
 
 /// `/status` entries of the live zones: tracked keys and outcome totals since each zone was made.
@@ -190,16 +208,9 @@ impl RouteLimiter {
         }
     }
 
-    /// Writes the refusal: the zone's status, `Retry-After` in whole seconds (rounded up, at
-    /// least 1) and the error envelope, with the route's response headers.
-    pub async fn refuse(
-        &self,
-        session: &mut Session,
-        policy: &ResponseHeaders,
-        tls: bool,
-        request_id: &str,
-        retry_after: Duration,
-    ) -> pingora::Result<()> {
+    /// The refusal: the zone's status, `Retry-After` in whole seconds (rounded up, at least 1)
+    /// and the error envelope.
+    pub fn refusal(&self, request_id: &str, retry_after: Duration) -> Reply {
         let secs = retry_after.as_millis().div_ceil(1000).max(1);
         let err = GatewayError {
             status: self.status,
@@ -210,16 +221,7 @@ impl RouteLimiter {
             ),
             hint: "slow down: wait the number of seconds in Retry-After",
         };
-        let body = errors::envelope(&err, request_id);
-        let mut header = errors::header(err.status, body.len())?;
-        header.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
-        policy.apply(&mut header, tls, request_id);
-        // The body of the refused request is not read: do not reuse the connection.
-        session.set_keepalive(None);
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
-        session.write_response_body(Some(body), true).await
+        Reply::error(&err, request_id).with_header(http::header::RETRY_AFTER, secs.to_string())
     }
 }
 
@@ -263,7 +265,9 @@ limit = { zone = "z", burst = 1, nodelay = true }
     #[test]
     fn zone_state_survives_a_reload_and_takes_the_new_rate() {
         let cfg = config::parse(CONF, std::path::Path::new("/tmp/t.toml")).unwrap();
-        let zones = sync(&cfg);
+        let planned = plan(&cfg);
+        let zones = planned.zones().clone();
+        planned.commit();
         let lim = RouteLimiter::new(&cfg, cfg.routes[0].limit.as_ref().unwrap(), &zones).unwrap();
         // burst 1 nodelay: two pass at once, the third is refused.
         assert!(matches!(lim.check(&req("a"), None), Verdict::Pass));
@@ -277,8 +281,12 @@ limit = { zone = "z", burst = 1, nodelay = true }
             std::path::Path::new("/tmp/t.toml"),
         )
         .unwrap();
-        let zones2 = sync(&cfg2);
+        let planned = plan(&cfg2);
+        let zones2 = planned.zones().clone();
         assert!(Arc::ptr_eq(&zones["z"], &zones2["z"]), "same zone kept");
+        // A reload that is only planned (its state never swapped in) changes nothing live.
+        assert_eq!(zones2["z"].rate_milli_per_sec(), 1000);
+        planned.commit();
         assert_eq!(zones2["z"].rate_milli_per_sec(), 33);
         let lim2 =
             RouteLimiter::new(&cfg2, cfg2.routes[0].limit.as_ref().unwrap(), &zones2).unwrap();
@@ -296,8 +304,13 @@ limit = { zone = "z", burst = 1, nodelay = true }
             std::path::Path::new("/tmp/t.toml"),
         )
         .unwrap();
-        let zones3 = sync(&cfg3);
-        assert!(!zones3.contains_key("z"));
+        let planned = plan(&cfg3);
+        assert!(!planned.zones().contains_key("z"));
+        planned.commit();
+        assert!(
+            status().iter().all(|z| z["name"] != "z"),
+            "removed from /status"
+        );
     }
 
     #[test]
@@ -306,7 +319,7 @@ limit = { zone = "z", burst = 1, nodelay = true }
             .replace("zones.z", "zones.e")
             .replace("zone = \"z\"", "zone = \"e\"");
         let cfg = config::parse(&conf, std::path::Path::new("/tmp/t.toml")).unwrap();
-        // Not through `sync`: the registry is shared with the reload test running beside this.
+        // Not through `plan`: the registry is shared with the reload test running beside this.
         let zones = HashMap::from([("e".to_string(), Arc::new(Zone::new(1000, 100)))]);
         let lim = RouteLimiter::new(&cfg, cfg.routes[0].limit.as_ref().unwrap(), &zones).unwrap();
         let anonymous = RequestHeader::build("GET", b"/", None).unwrap();

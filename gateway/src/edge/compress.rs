@@ -1,4 +1,4 @@
-//! gzip of responses, like the seed's `gzip on; gzip_types ...; gzip_min_length 1024;
+//! gzip of responses, like the replaced nginx.conf's `gzip on; gzip_types ...; gzip_min_length 1024;
 //! gzip_vary on`. Done here rather than with Pingora's ResponseCompression module because that
 //! module decides by its own MIME list and minimum size (20 bytes), ignores Accept-Encoding
 //! q-values and prefers the first listed algorithm, so it cannot be held to the configured

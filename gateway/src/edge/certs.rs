@@ -3,7 +3,6 @@
 //! and a reload that loaded the files successfully swaps it. Handshakes in progress and
 //! established connections keep the certificate they started with.
 
-use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
 use arc_swap::ArcSwapOption;
@@ -11,57 +10,21 @@ use async_trait::async_trait;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use pingora::tls::ext;
-use pingora::tls::pkey::{PKey, Private};
-use pingora::tls::x509::X509;
 
-use crate::config::Config;
-
-pub struct CertKey {
-    /// Leaf first, then the chain as in the PEM file.
-    chain: Vec<X509>,
-    key: PKey<Private>,
-}
+use crate::config::{CertKey, Config};
 
 static CURRENT: LazyLock<ArcSwapOption<CertKey>> = LazyLock::new(ArcSwapOption::empty);
 
-/// Reads the certificate chain and key of `cfg`'s HTTPS listener (None without one).
+/// The certificate chain and key of `cfg`'s HTTPS listener (None without one), as the
+/// configuration loader parsed and matched them.
 pub fn load(cfg: &Config) -> Result<Option<Arc<CertKey>>, String> {
     let Some(l) = &cfg.listeners.https else {
         return Ok(None);
     };
-    load_files(&l.cert, &l.key).map(|ck| Some(Arc::new(ck)))
-}
-
-fn load_files(cert: &Path, key: &Path) -> Result<CertKey, String> {
-    let pem = std::fs::read(cert)
-        .map_err(|e| format!("listeners.https.cert: cannot read {}: {e}", cert.display()))?;
-    let chain = X509::stack_from_pem(&pem)
-        .map_err(|e| format!("listeners.https.cert: {}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "listeners.https.cert: {}: no certificate in the file",
-            cert.display()
-        ));
-    }
-    let pem = std::fs::read(key)
-        .map_err(|e| format!("listeners.https.key: cannot read {}: {e}", key.display()))?;
-    let key_parsed = PKey::private_key_from_pem(&pem)
-        .map_err(|e| format!("listeners.https.key: {}: {e}", key.display()))?;
-    let matches = chain[0]
-        .public_key()
-        .map(|pk| pk.public_eq(&key_parsed))
-        .unwrap_or(false);
-    if !matches {
-        return Err(format!(
-            "listeners.https.key: {} does not match the certificate {}",
-            key.display(),
-            cert.display()
-        ));
-    }
-    Ok(CertKey {
-        chain,
-        key: key_parsed,
-    })
+    l.material
+        .clone()
+        .map(Some)
+        .ok_or_else(|| "listeners.https: the certificate files were not loaded".to_string())
 }
 
 /// Makes `ck` the certificate of new handshakes.

@@ -2,7 +2,6 @@
 //! JSON error envelope: {"apiVersion","error":{"code","message","hint"},"requestId","timestamp"}.
 
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorSource, ErrorType};
 use serde::Serialize;
 
@@ -138,15 +137,6 @@ pub fn envelope(err: &GatewayError, request_id: &str) -> Bytes {
         timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     };
     serde_json::to_vec(&env).unwrap_or_default().into()
-}
-
-/// Header of a gateway-made JSON error (the caller adds its response header policy).
-pub fn header(status: u16, body_len: usize) -> pingora::Result<ResponseHeader> {
-    let mut h = ResponseHeader::build(status, Some(4))?;
-    h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    h.insert_header(http::header::CONTENT_LENGTH, body_len.to_string())?;
-    h.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    Ok(h)
 }
 
 #[cfg(test)]

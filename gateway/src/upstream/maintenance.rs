@@ -1,5 +1,5 @@
-//! The background service that keeps pools current: DNS re-resolution ([`crate::discovery`]),
-//! active health checks ([`crate::health`]) and the `gateway_backend_up` gauges. Runs as a
+//! The background service that keeps pools current: DNS re-resolution ([`crate::upstream::discovery`]),
+//! active health checks ([`crate::upstream::health`]) and the `gateway_backend_up` gauges. Runs as a
 //! Pingora background service; when a reload swaps the state it drops the tasks of the old
 //! pools and starts those of the new ones.
 
@@ -13,11 +13,11 @@ use pingora::services::background::BackgroundService;
 use tokio::task::JoinSet;
 use tokio::time::{interval, MissedTickBehavior};
 
-use crate::balance::stats::now_ms;
-use crate::balance::Pool;
-use crate::discovery::{self, DnsDiscovery};
-use crate::health::ActiveCheck;
 use crate::state::Shared;
+use crate::upstream::balance::stats::now_ms;
+use crate::upstream::balance::Pool;
+use crate::upstream::discovery::{self, DnsDiscovery};
+use crate::upstream::health::ActiveCheck;
 
 pub struct Maintenance {
     pub shared: Arc<Shared>,

@@ -8,54 +8,21 @@
 //!   deals every request afresh.
 //! * A force header (default `X-Gateway-Pool`, `""` disables) picks a pool by name, to try the
 //!   canary by hand; it ignores weights (even 0) but not the pool's health.
-//! * An optional rollback watch ([`crate::rollback`]) zeroes one pool's weight.
+//! * An optional rollback watch ([`crate::policy::rollback`]) zeroes one pool's weight.
 
 use std::cell::Cell;
 use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use pingora::http::RequestHeader;
-use prometheus::{IntGaugeVec, Opts};
 use serde_json::{json, Value};
 
 use crate::config::{Config, Sticky};
-use crate::metrics::METRICS;
-use crate::rollback::RollbackWatch;
-use crate::state::Target;
-
-struct Gauges {
-    weight: IntGaugeVec,
-    rollback: IntGaugeVec,
-}
-
-static GAUGES: LazyLock<Gauges> = LazyLock::new(|| {
-    // startup: constant, valid names and labels, registered once.
-    let weight = IntGaugeVec::new(
-        Opts::new(
-            "gateway_split_weight",
-            "Effective weight of each pool of a split (0 after an automatic rollback)",
-        ),
-        &["split", "pool"],
-    )
-    .expect("startup: valid metric");
-    let rollback = IntGaugeVec::new(
-        Opts::new(
-            "gateway_split_rollback",
-            "1 while a split's pool is rolled back automatically (until the next reload)",
-        ),
-        &["split", "pool"],
-    )
-    .expect("startup: valid metric");
-    for c in [weight.clone(), rollback.clone()] {
-        if let Err(e) = METRICS.registry.register(Box::new(c)) {
-            log::error!("metrics: cannot register split gauges: {e}");
-        }
-    }
-    Gauges { weight, rollback }
-});
+use crate::policy::rollback::{RollbackWatch, SPLIT_GAUGES};
+use crate::routing::Target;
 
 pub struct SplitRt {
     pub name: Arc<str>,
@@ -76,11 +43,9 @@ pub struct Pick {
     pub set_cookie: Option<String>,
 }
 
-/// Runtime splits of `cfg`; sets the weight gauges (and forgets those of removed splits).
+/// Runtime splits of `cfg`. Pure: the gauges change only in [`publish`], once the state holding
+/// these splits is in use.
 pub fn build_all(cfg: &Config) -> HashMap<String, Arc<SplitRt>> {
-    let g = &*GAUGES;
-    g.weight.reset();
-    g.rollback.reset();
     let mut out = HashMap::with_capacity(cfg.splits.len());
     for s in cfg.splits.values() {
         let name = &s.name;
@@ -88,17 +53,9 @@ pub fn build_all(cfg: &Config) -> HashMap<String, Arc<SplitRt>> {
         name.hash(&mut h);
         s.pools.hash(&mut h);
         let fingerprint = format!("{:08x}", h.finish() as u32);
-        for (pool, w) in &s.pools {
-            g.weight.with_label_values(&[name, pool]).set(i64::from(*w));
-        }
         let rollback = s.rollback.as_ref().and_then(|rb| {
             let index = s.pools.iter().position(|(p, _)| *p == rb.pool)?;
-            Some(RollbackWatch::new(
-                rb,
-                index,
-                g.rollback.with_label_values(&[name, &rb.pool]),
-                g.weight.with_label_values(&[name, &rb.pool]),
-            ))
+            Some(RollbackWatch::new(rb, index))
         });
         out.insert(
             name.clone(),
@@ -114,6 +71,26 @@ pub fn build_all(cfg: &Config) -> HashMap<String, Arc<SplitRt>> {
         );
     }
     out
+}
+
+/// The weight gauges of the splits now in use (those of removed splits are forgotten); a fresh
+/// watch starts not rolled back.
+pub fn publish<'a>(splits: impl IntoIterator<Item = &'a Arc<SplitRt>>) {
+    let g = &*SPLIT_GAUGES;
+    g.weight.reset();
+    g.rollback.reset();
+    for s in splits {
+        for (pool, w) in &s.pools {
+            g.weight
+                .with_label_values(&[&*s.name, pool.as_str()])
+                .set(i64::from(*w));
+        }
+        if let Some(rb) = &s.rollback {
+            g.rollback
+                .with_label_values(&[&*s.name, rb.pool.as_str()])
+                .set(0);
+        }
+    }
 }
 
 impl SplitRt {
@@ -169,7 +146,7 @@ impl SplitRt {
                     )),
                 };
             }
-            Sticky::Bearer => crate::zones::bearer_token(req).map(hash_of),
+            Sticky::Bearer => crate::policy::zones::bearer_token(req).map(hash_of),
             Sticky::ClientIp => client_ip.map(hash_of),
             Sticky::Header(h) => req.headers.get(h.as_str()).map(|v| hash_of(v.as_bytes())),
             Sticky::None => None,
@@ -311,19 +288,4 @@ fn random() -> u64 {
         s.set(x);
         x
     })
-}
-
-/// `/status` entries of every split in use, once each.
-pub fn status_all(state: &crate::state::State) -> Vec<Value> {
-    let mut seen: Vec<&str> = Vec::new();
-    let mut out = Vec::new();
-    for r in &state.routes {
-        if let Some(s) = &r.split {
-            if !seen.contains(&&*s.name) {
-                seen.push(&s.name);
-                out.push(s.status(&r.targets));
-            }
-        }
-    }
-    out
 }

@@ -1,14 +1,13 @@
 //! Building the Pingora peer for one attempt: the chosen backend, the route's timeouts, the
 //! pool's upstream TLS (verification on unless the config turns it off).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::balance::{BackendEntry, Pool, UpstreamTls};
 use crate::config;
+use crate::upstream::balance::{BackendEntry, Pool, UpstreamTls};
 
 /// The per-route timeouts a peer carries.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +45,7 @@ pub fn build_peer(pool: &Pool, backend: &BackendEntry, t: &Timeouts) -> Box<Http
     o.read_timeout = Some(t.read);
     o.write_timeout = Some(t.write);
     o.idle_timeout = Some(t.idle);
-    // HTTP/1.1 upstream with keep-alive, like the seed's `proxy_http_version 1.1`.
+    // HTTP/1.1 upstream with keep-alive, like the replaced nginx.conf's `proxy_http_version 1.1`.
     o.alpn = ALPN::H1;
     if let Some(up) = &pool.tls {
         o.verify_cert = up.verify;
@@ -59,24 +58,14 @@ pub fn build_peer(pool: &Pool, backend: &BackendEntry, t: &Timeouts) -> Box<Http
 }
 
 /// Load a PEM CA bundle for upstream verification.
-pub fn load_ca(path: &std::path::Path) -> Result<Arc<pingora::protocols::tls::CaType>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs = pingora::tls::x509::X509::stack_from_pem(&pem)
-        .map_err(|e| format!("{}: not a PEM certificate bundle: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate in the bundle", path.display()));
-    }
-    Ok(Arc::new(certs.into_boxed_slice()))
-}
-
+/// A pool's TLS settings, with the CA bundle the configuration loader parsed.
 pub fn upstream_tls(cfg: &config::UpstreamTls) -> Result<UpstreamTls, String> {
-    let ca = match &cfg.ca_file {
-        Some(p) => Some(load_ca(p)?),
-        None => None,
-    };
+    if cfg.ca_file.is_some() && cfg.ca.is_none() {
+        return Err("the CA bundle was not loaded".into());
+    }
     Ok(UpstreamTls {
         verify: cfg.verify,
         sni: cfg.sni.clone(),
-        ca,
+        ca: cfg.ca.clone(),
     })
 }

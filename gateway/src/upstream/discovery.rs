@@ -1,6 +1,6 @@
 //! DNS re-resolution of pool servers given by name, so replicas that appear or vanish (compose
 //! `--scale`) join and leave the pool without a restart. Implemented as Pingora's
-//! `ServiceDiscovery` trait; the maintenance service ([`crate::maintenance`]) calls it every
+//! `ServiceDiscovery` trait; the maintenance service ([`crate::upstream::maintenance`]) calls it every
 //! `resolve_interval` and swaps the pool's backend set when the answer changed.
 
 use std::collections::{BTreeSet, HashMap};
@@ -12,8 +12,8 @@ use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::Backend;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 
-use crate::balance::{Pool, ResolvedServer};
 use crate::config::UpstreamServer;
+use crate::upstream::balance::{Pool, ResolvedServer};
 
 pub struct DnsDiscovery {
     servers: Vec<UpstreamServer>,
@@ -33,14 +33,40 @@ impl DnsDiscovery {
     /// good answer. Without this seed, a lookup failing on the first tick (a DNS outage across a
     /// config reload, which restarts this loop) recalled nothing and emptied the pool.
     pub fn for_pool(pool: &Pool) -> DnsDiscovery {
-        let d = DnsDiscovery::new(pool.servers.clone());
-        for s in pool.servers.iter().filter(|s| s.socket_addr.is_none()) {
-            let known = known_addrs(pool, s);
-            if !known.is_empty() {
-                d.remember(&s.address, &known);
+        DnsDiscovery::knowing(pool.servers.clone(), Some(pool))
+    }
+
+    /// Discovery for `servers`, remembering what `previous` (the pool they replace on a
+    /// reload, if any) holds for each name as the last good answer.
+    pub fn knowing(servers: Vec<UpstreamServer>, previous: Option<&Pool>) -> DnsDiscovery {
+        let d = DnsDiscovery::new(servers);
+        if let Some(pool) = previous {
+            for s in d.servers.iter().filter(|s| s.socket_addr.is_none()) {
+                let known = known_addrs(pool, s);
+                if !known.is_empty() {
+                    d.remember(&s.address, &known);
+                }
             }
         }
         d
+    }
+
+    /// [`DnsDiscovery::resolve`] from blocking code (start-up, a reload on the blocking pool):
+    /// on the current runtime when there is one, else on a small runtime of its own.
+    pub fn resolve_blocking(&self) -> Vec<ResolvedServer> {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            return handle.block_on(self.resolve());
+        }
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(self.resolve()),
+            Err(e) => {
+                log::error!("cannot start a runtime for DNS lookups: {e}");
+                Vec::new()
+            }
+        }
     }
 
     /// The current addresses of every server, with weight and configured host name.

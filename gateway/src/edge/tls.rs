@@ -21,8 +21,8 @@ extern "C" {
 pub fn settings(l: &HttpsListener) -> Result<TlsSettings, String> {
     let cert = l.cert.to_string_lossy();
     let key = l.key.to_string_lossy();
-    // issue 4: the certificate comes from certs.rs at each handshake, so a reload replaces it.
-    let mut s = TlsSettings::with_callbacks(Box::new(crate::certs::CurrentCert))
+    // The certificate comes from certs.rs at each handshake, so a reload replaces it.
+    let mut s = TlsSettings::with_callbacks(Box::new(crate::edge::certs::CurrentCert))
         .map_err(|e| format!("listeners.https: cannot load {cert} / {key}: {e}"))?;
     let min = match l.min_tls {
         TlsVersion::Tls12 => SslVersion::TLS1_2,

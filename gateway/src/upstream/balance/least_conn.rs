@@ -89,7 +89,7 @@ pub fn select(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::BackendEntry;
+    use crate::upstream::balance::BackendEntry;
     use std::net::SocketAddr;
     use std::sync::Arc;
 

@@ -6,12 +6,46 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{LazyLock, Mutex, PoisonError};
 
-use prometheus::IntGauge;
+use prometheus::{IntGaugeVec, Opts};
 
-use crate::balance::stats::now_ms;
 use crate::config;
+use crate::metrics::METRICS;
+use crate::upstream::balance::stats::now_ms;
+
+/// `gateway_split_weight{split,pool}` and `gateway_split_rollback{split,pool}`: published by
+/// `split::publish` when a state is swapped in, and changed here when a watch trips.
+pub struct SplitGauges {
+    pub weight: IntGaugeVec,
+    pub rollback: IntGaugeVec,
+}
+
+pub static SPLIT_GAUGES: LazyLock<SplitGauges> = LazyLock::new(|| {
+    // startup: constant, valid names and labels, registered once.
+    let weight = IntGaugeVec::new(
+        Opts::new(
+            "gateway_split_weight",
+            "Effective weight of each pool of a split (0 after an automatic rollback)",
+        ),
+        &["split", "pool"],
+    )
+    .expect("startup: valid metric");
+    let rollback = IntGaugeVec::new(
+        Opts::new(
+            "gateway_split_rollback",
+            "1 while a split's pool is rolled back automatically (until the next reload)",
+        ),
+        &["split", "pool"],
+    )
+    .expect("startup: valid metric");
+    for c in [weight.clone(), rollback.clone()] {
+        if let Err(e) = METRICS.registry.register(Box::new(c)) {
+            log::error!("metrics: cannot register split gauges: {e}");
+        }
+    }
+    SplitGauges { weight, rollback }
+});
 
 /// Buckets per window: the window slides in steps of window / BUCKETS.
 const BUCKETS: u64 = 20;
@@ -36,19 +70,11 @@ pub struct RollbackWatch {
     tripped: AtomicBool,
     /// What was seen when it tripped: (5xx, total).
     tripped_at: Mutex<Option<(u64, u64)>>,
-    rollback_gauge: IntGauge,
-    weight_gauge: IntGauge,
 }
 
 impl RollbackWatch {
-    pub fn new(
-        cfg: &config::Rollback,
-        pool_index: usize,
-        rollback_gauge: IntGauge,
-        weight_gauge: IntGauge,
-    ) -> RollbackWatch {
+    pub fn new(cfg: &config::Rollback, pool_index: usize) -> RollbackWatch {
         let window_ms = (cfg.window.as_millis() as u64).max(1);
-        rollback_gauge.set(0);
         RollbackWatch {
             pool_index,
             pool: cfg.pool.clone(),
@@ -59,8 +85,6 @@ impl RollbackWatch {
             buckets: Mutex::new(VecDeque::with_capacity(BUCKETS as usize + 1)),
             tripped: AtomicBool::new(false),
             tripped_at: Mutex::new(None),
-            rollback_gauge,
-            weight_gauge,
         }
     }
 
@@ -124,8 +148,9 @@ impl RollbackWatch {
             .tripped_at
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some((errors, total));
-        self.rollback_gauge.set(1);
-        self.weight_gauge.set(0);
+        let g = &*SPLIT_GAUGES;
+        g.rollback.with_label_values(&[split, &self.pool]).set(1);
+        g.weight.with_label_values(&[split, &self.pool]).set(0);
         log::warn!(
             "split {split}: pool {} rolled back: {errors} of {total} responses were 5xx in the last {} ms (limit {:.1}%); its weight is 0 until the next reload",
             self.pool,
@@ -154,12 +179,7 @@ mod tests {
             window: Duration::from_secs(10),
             min_requests: min,
         };
-        RollbackWatch::new(
-            &cfg,
-            1,
-            IntGauge::new("t_rb", "t").unwrap(),
-            IntGauge::new("t_w", "t").unwrap(),
-        )
+        RollbackWatch::new(&cfg, 1)
     }
 
     #[test]
@@ -167,13 +187,15 @@ mod tests {
         let w = watch(0.5, 10);
         // 9 errors out of 9: not enough requests yet.
         for i in 0..9 {
-            assert!(!w.record_at("s", 500, 1000 + i));
+            assert!(!w.record_at("trip", 500, 1000 + i));
         }
         assert!(!w.tripped());
-        assert!(w.record_at("s", 500, 1100));
+        assert!(w.record_at("trip", 500, 1100));
         assert!(w.tripped());
         assert_eq!(w.tripped_at(), Some((10, 10)));
-        assert_eq!(w.rollback_gauge.get(), 1);
+        let g = &*SPLIT_GAUGES;
+        assert_eq!(g.rollback.with_label_values(&["trip", "canary"]).get(), 1);
+        assert_eq!(g.weight.with_label_values(&["trip", "canary"]).get(), 0);
     }
 
     #[test]

@@ -110,7 +110,7 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
     &buf[..n]
 }
 
-/// The forwarding headers of the seed's nginx: X-Forwarded-For appended, X-Real-IP,
+/// The forwarding headers of the nginx it replaces: X-Forwarded-For appended, X-Real-IP,
 /// X-Forwarded-Proto, and Host kept (taken from the URI authority for HTTP/2 clients, which send
 /// `:authority` instead of Host).
 ///

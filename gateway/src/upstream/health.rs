@@ -2,7 +2,7 @@
 //! `interval`, with a `timeout` on connect and on the answer, so a replica that accepts TCP but
 //! never answers fails its checks and, after `fall` of them, stops getting traffic; after `rise`
 //! good ones it is back. The probe itself is Pingora's `HttpHealthCheck` (its `HealthCheck::check`);
-//! the rise/fall bookkeeping is ours ([`crate::balance::stats::BackendStats::record_check`]) because
+//! the rise/fall bookkeeping is ours ([`crate::upstream::balance::stats::BackendStats::record_check`]) because
 //! it must live in the per-backend stats that survive pool rebuilds and reloads.
 //!
 //! Passive health (max_fails / fail_timeout) is fed by the proxy on failed attempts.
@@ -13,8 +13,8 @@ use pingora::lb::health_check::{HealthCheck as _, HttpHealthCheck};
 use pingora::lb::Backend;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 
-use crate::balance::{BackendEntry, Pool};
 use crate::config;
+use crate::upstream::balance::{BackendEntry, Pool};
 
 pub struct ActiveCheck {
     probe: HttpHealthCheck,

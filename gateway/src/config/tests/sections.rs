@@ -1,0 +1,179 @@
+//! `[listeners]`, `[server]`, `[headers]`, `[gzip]`, `[real_ip]`.
+
+use std::path::PathBuf;
+
+use super::*;
+
+#[test]
+fn listeners_are_checked() {
+    let errs = errors(
+        r#"
+[listeners.admin]
+address = "127.0.0.1:8080"
+[pools.backend]
+servers = ["127.0.0.1:3001"]
+[[routes]]
+path = "/"
+pool = "backend"
+"#,
+    );
+    has(
+        &errs,
+        "listeners",
+        "at least one of [listeners.http] or [listeners.https]",
+    );
+
+    let errs = errors(&format!(
+        "{MINIMAL}\n[listeners.admin]\naddress = \"0.0.0.0:8080\"\n"
+    ));
+    has(
+        &errs,
+        "listeners.admin.address",
+        "also used by listeners.http",
+    );
+
+    let errs = errors(&format!(
+        "{MINIMAL}\n[listeners.https]\naddress = \"localhost:8443\"\ncert = \"c\"\nkey = \"k\"\nmin_tls = \"1.1\"\nciphers = \"NOT-A-CIPHER\"\n"
+    ));
+    has(&errs, "listeners.https.address", "is not ip:port");
+    has(&errs, "listeners.https.min_tls", "\"1.1\" is not supported");
+    has(&errs, "listeners.https.ciphers", "OpenSSL accepts none");
+
+    let errs = errors(&MINIMAL.replace(
+        "[listeners.http]",
+        "[listeners.http]\nredirect_exempt = [\"acme\", 3]",
+    ));
+    has(
+        &errs,
+        "listeners.http.redirect_exempt[0]",
+        "must start with \"/\"",
+    );
+    has(
+        &errs,
+        "listeners.http.redirect_exempt[1]",
+        "expected a string",
+    );
+}
+
+#[test]
+fn server_section_values() {
+    let c = ok(&format!(
+        "{MINIMAL}\n[server]\nthreads = 4\naccess_log = \"../log/access.json\"\nerror_log_level = \"WARN\"\npid_file = \"gw.pid\"\n"
+    ));
+    assert_eq!(c.server.threads, 4);
+    assert_eq!(
+        c.server.access_log,
+        AccessLog::File(PathBuf::from("/etc/log/access.json"))
+    );
+    assert_eq!(c.server.error_log_level, log::LevelFilter::Warn);
+    assert_eq!(c.server.pid_file, PathBuf::from("/etc/gw/gw.pid"));
+    assert_eq!(
+        ok(&format!("{MINIMAL}\n[server]\naccess_log = \"off\"\n"))
+            .server
+            .access_log,
+        AccessLog::Off
+    );
+    let errs = errors(&format!(
+        "{MINIMAL}\n[server]\nthreads = 0\nerror_log_level = \"loud\"\n"
+    ));
+    has(&errs, "server.threads", "out of range");
+    has(&errs, "server.error_log_level", "\"loud\" is not one of");
+}
+
+#[test]
+fn headers_merge_per_route_and_are_validated() {
+    let text = format!(
+        "{MINIMAL}\n[headers]\nhsts = \"\"\nserver = \"\"\n[headers.set]\n\"X-Frame-Options\" = \"SAMEORIGIN\"\n\"X-Global\" = \"1\"\n"
+    )
+    .replace(
+        "pool = \"backend\"",
+        "pool = \"backend\"\n[routes.headers]\n\"x-frame-options\" = \"DENY\"\n\"X-Global\" = \"\"\n\"Cache-Control\" = \"no-store\"",
+    );
+    let c = ok(&text);
+    assert_eq!(c.headers.hsts, None);
+    assert_eq!(c.headers.server, None);
+    assert_eq!(c.headers.set.len(), 2);
+    let mut got = c.routes[0].response_headers.clone();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("Cache-Control".to_string(), "no-store".to_string()),
+            ("x-frame-options".to_string(), "DENY".to_string()),
+        ]
+    );
+
+    let errs = errors(&format!(
+        "{MINIMAL}\n[headers.set]\n\"Bad Name\" = \"x\"\n\"X-Ok\" = \"line\\nbreak\"\n\"X-Num\" = 5\n"
+    ));
+    has(&errs, "headers.set.\"Bad Name\"", "not a valid header name");
+    has(&errs, "headers.set.X-Ok", "not a valid header value");
+    has(
+        &errs,
+        "headers.set.X-Num",
+        "expected a string, found an integer",
+    );
+}
+
+#[test]
+fn gzip_settings() {
+    let c = ok(&format!(
+        "{MINIMAL}\n[gzip]\nenabled = false\nmin_length = \"2k\"\ntypes = [\"Application/JSON\"]\n"
+    ));
+    assert!(!c.gzip.enabled);
+    assert_eq!(c.gzip.min_length, 2048);
+    assert_eq!(c.gzip.types, ["application/json"]);
+    let errs = errors(&format!(
+        "{MINIMAL}\n[gzip]\nlevel = 10\ntypes = [\"json\"]\n"
+    ));
+    has(&errs, "gzip.level", "out of range (1..=9)");
+    has(&errs, "gzip.types[0]", "is not a media type");
+}
+
+#[test]
+fn real_ip_trusts_only_configured_proxies() {
+    let c = ok(&format!(
+        "{MINIMAL}\n[real_ip]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]\n"
+    ));
+    let r = &c.real_ip;
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    // Untrusted peer: the header is ignored, whatever it says.
+    assert_eq!(
+        r.client_ip(ip("203.0.113.9"), Some("1.2.3.4")),
+        ip("203.0.113.9")
+    );
+    // Trusted peer: right-most untrusted address.
+    assert_eq!(
+        r.client_ip(ip("10.1.1.1"), Some("6.6.6.6, 198.51.100.7, 10.2.2.2")),
+        ip("198.51.100.7")
+    );
+    assert_eq!(r.client_ip(ip("127.0.0.1"), None), ip("127.0.0.1"));
+    // Garbage stops the walk at the last good hop.
+    assert_eq!(
+        r.client_ip(ip("10.1.1.1"), Some("198.51.100.7, junk")),
+        ip("10.1.1.1")
+    );
+    let errs = errors(&format!(
+        "{MINIMAL}\n[real_ip]\ntrusted_proxies = [\"10.0.0.0/33\", \"10.1.0.0/8\"]\nheader = \"bad header\"\n"
+    ));
+    has(&errs, "real_ip.trusted_proxies[0]", "prefix length");
+    has(&errs, "real_ip.trusted_proxies[1]", "host bits set");
+    has(&errs, "real_ip.header", "not a valid header name");
+}
+
+#[test]
+fn error_log_is_a_path_relative_to_the_file_and_never_empty() {
+    let c = ok(&format!(
+        "[server]\nerror_log = \"logs/error.log\"\n{MINIMAL}"
+    ));
+    assert_eq!(
+        c.server.error_log.as_deref(),
+        Some(file().parent().unwrap().join("logs/error.log").as_path())
+    );
+    assert_eq!(ok(MINIMAL).server.error_log, None);
+    let errs = errors(&format!("[server]\nerror_log = \"\"\n{MINIMAL}"));
+    assert!(
+        errs.iter().any(|e| e.contains("server.error_log: empty")),
+        "{errs:?}"
+    );
+}

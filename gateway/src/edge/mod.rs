@@ -1,0 +1,12 @@
+//! The client side of a request: TLS and certificates, the HTTP → HTTPS redirect, the client
+//! address (realip), request and response headers, gzip, and the responses the gateway makes
+//! itself (error envelopes, through one writer).
+
+pub mod certs;
+pub mod compress;
+pub mod errors;
+pub mod headers;
+pub mod real_ip;
+pub mod redirect;
+pub mod respond;
+pub mod tls;
