@@ -55,22 +55,10 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         // The state this request runs on to its end, even if a reload swaps it meanwhile.
-        let state = ctx.state.insert(self.shared.load()).clone();
-        identify_client(session, ctx, &state);
-        if redirect_to_https(session, ctx, &state).await? {
-            return Ok(true);
-        }
-        let Some(route) = find_route(session, ctx, &state).await? else {
-            return Ok(true);
-        };
-        if refuse_declared_body(session, ctx, &state, route).await? {
-            return Ok(true);
-        }
-        if apply_rate_zone(session, ctx, &state, route).await? {
-            return Ok(true);
-        }
-        choose_target(session, ctx, &state, route);
-        Ok(false)
+        let state = self.shared.load();
+        let answered = request_steps(session, ctx, &state).await;
+        ctx.state = Some(state);
+        answered
     }
 
     async fn request_body_filter(
@@ -348,6 +336,26 @@ impl ProxyHttp for GatewayProxy {
 }
 
 // --- request phase steps -------------------------------------------------------------------
+
+/// The request phase: each step either answers the request itself (and it ends there) or
+/// passes it on; the last one picks the pool.
+async fn request_steps(session: &mut Session, ctx: &mut Ctx, state: &State) -> Result<Answered> {
+    identify_client(session, ctx, state);
+    if redirect_to_https(session, ctx, state).await? {
+        return Ok(true);
+    }
+    let Some(route) = find_route(session, ctx, state).await? else {
+        return Ok(true);
+    };
+    if refuse_declared_body(session, ctx, state, route).await? {
+        return Ok(true);
+    }
+    if apply_rate_zone(session, ctx, state, route).await? {
+        return Ok(true);
+    }
+    choose_target(session, ctx, state, route);
+    Ok(false)
+}
 
 /// Request id, TLS, and the client: behind a trusted proxy the address its header names (nginx's
 /// realip), which zones, splits, hashing, X-Real-IP and the access log all see.
