@@ -47,34 +47,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration file, or its problems printed like `nginx -t` does.
+fn load_config(cli: &cli::Cli) -> Result<config::Config, ExitCode> {
+    config::load(&cli.config).map_err(|errors| {
+        eprintln!(
+            "gateway: configuration file {} test failed\n{errors}",
+            cli.config.display()
+        );
+        ExitCode::FAILURE
+    })
+}
+
 /// `-t`: nginx -t style output.
 fn test_config(cli: &cli::Cli) -> ExitCode {
-    let file = cli.config.display();
-    match config::load(&cli.config) {
-        Ok(_) => {
-            eprintln!("gateway: the configuration file {file} syntax is ok");
-            eprintln!("gateway: configuration file {file} test is successful");
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            eprintln!("gateway: configuration file {file} test failed");
-            eprintln!("{errors}");
-            ExitCode::FAILURE
-        }
+    if let Err(code) = load_config(cli) {
+        return code;
     }
+    let file = cli.config.display();
+    eprintln!("gateway: the configuration file {file} syntax is ok");
+    eprintln!("gateway: configuration file {file} test is successful");
+    ExitCode::SUCCESS
 }
 
 /// `-s reload|stop|quit`: signal the running gateway found through the pid file.
 fn send_signal(cli: &cli::Cli, sig: &str) -> ExitCode {
-    let cfg = match config::load(&cli.config) {
+    let cfg = match load_config(cli) {
         Ok(c) => c,
-        Err(errors) => {
-            eprintln!(
-                "gateway: configuration file {} test failed\n{errors}",
-                cli.config.display()
-            );
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let pid_file = &cfg.server.pid_file;
     let pid: i32 = match std::fs::read_to_string(pid_file)
@@ -101,25 +100,25 @@ fn send_signal(cli: &cli::Cli, sig: &str) -> ExitCode {
     };
     // SAFETY: kill(2) with a pid read from our own pid file and a constant signal number.
     if unsafe { libc::kill(pid, signo) } != 0 {
-        eprintln!(
-            "gateway: cannot signal pid {pid}: {}",
-            std::io::Error::last_os_error()
-        );
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            // Like nginx's "invalid PID": the file outlived its process.
+            eprintln!(
+                "gateway: no gateway is running as pid {pid} (stale pid file {}): start it first",
+                pid_file.display()
+            );
+        } else {
+            eprintln!("gateway: cannot signal pid {pid}: {e}");
+        }
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }
 
 fn run(cli: &cli::Cli) -> ExitCode {
-    let cfg = match config::load(&cli.config) {
+    let cfg = match load_config(cli) {
         Ok(c) => c,
-        Err(errors) => {
-            eprintln!(
-                "gateway: configuration file {} test failed\n{errors}",
-                cli.config.display()
-            );
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     // -d detaches like nginx: the launching shell's stdout/stderr are not kept, so the
     // program log needs a file and a stdout access log would be lost.
