@@ -13,6 +13,10 @@ ROOT=$PWD
 RUN=$ROOT/run
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 mkdir -p "$RUN/tls" "$RUN/logs"
+# Keep the previous run's logs one generation back instead of overwriting them.
+for f in "$RUN"/logs/*.log; do
+  [ -e "$f" ] && mv -f "$f" "$f.1"
+done
 
 if [ ! -s "$RUN/tls/cert.pem" ] || [ ! -s "$RUN/tls/key.pem" ]; then
   echo "run: making a self-signed certificate for localhost in run/tls"
@@ -57,22 +61,29 @@ for port in 3001 3002; do
   PORT=$port "$BIN/backend" > "$RUN/logs/backend-$port.log" 2>&1 &
   pids+=($!)
 done
-"$BIN/gateway" -c "$ROOT/conf/local.toml" > "$RUN/logs/gateway.log" 2>&1 &
+# The JSON access log (stdout) and the program log (stderr) in separate files.
+"$BIN/gateway" -c "$ROOT/conf/local.toml" > "$RUN/logs/access.log" 2> "$RUN/logs/gateway.log" &
 pids+=($!)
 
-# Wait for the gateway's admin port to say it is ready.
-for _ in $(seq 1 100); do
-  if curl -fsS -o /dev/null http://127.0.0.1:9464/readyz 2>/dev/null; then break; fi
+# Wait for the gateway's admin port to say it is ready (every route has a healthy backend).
+ready=
+for _ in $(seq 1 150); do
+  if curl -fsS -o /dev/null http://127.0.0.1:9464/readyz 2>/dev/null; then ready=1; break; fi
   for pid in "${pids[@]}"; do
     kill -0 "$pid" 2>/dev/null || { echo "run: a process exited; logs in run/logs:"; tail -n 20 "$RUN"/logs/*.log; exit 1; }
   done
   sleep 0.1
 done
+if [ -z "$ready" ]; then
+  echo "run: the gateway did not report ready within 15 s (http://127.0.0.1:9464/readyz); logs in run/logs:"
+  tail -n 20 "$RUN"/logs/*.log
+  exit 1
+fi
 
 first_token=${AUTH_TOKENS%%,*}
 cat <<EOF
 
-  Stack is up (logs in run/logs/, Ctrl-C stops everything)
+  Stack is up (logs in run/logs/: gateway.log, access.log, backend-*.log; Ctrl-C stops everything)
 
   MCP endpoint     https://localhost:8443/mcp        (self-signed: curl -k, or --cacert run/tls/cert.pem)
   Legacy SSE API   https://localhost:8443/sse
