@@ -40,7 +40,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if [ "${1:-}" != run ] && [ "${1:-}" != compose ]; then
+# The venv with the MCP SDK: for the tests, and for the README's SDK example after `make run`.
+if [ "${1:-}" != compose ]; then
   if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c 'import mcp, httpx, h2' 2>/dev/null; then
     echo "setup: creating .venv with the MCP Python SDK"
     python3 -m venv .venv
