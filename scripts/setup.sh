@@ -20,6 +20,9 @@ if [ "${1:-}" = bench ] || [ "${1:-}" = test ]; then
 fi
 if [ "${1:-}" = test ]; then
   command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+  # gateway_dns_scaling gives the gateway a private /etc/hosts (unshare + mount --bind).
+  command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+  command -v mount >/dev/null 2>&1 || need_apt+=(mount)
 fi
 if [ "${1:-}" = compose ] || [ "${1:-}" = test ]; then
   # podman with runc and netavark/aardvark-dns (name resolution between containers), and

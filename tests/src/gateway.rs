@@ -264,3 +264,172 @@ pub fn pool_toml(name: &str, balance: &str, servers: &[String], extra: &str) -> 
         list.join(", ")
     )
 }
+
+impl Gateway {
+    /// Poll `cond` until it holds; past `timeout`, fail with the gateway log and /status.
+    pub fn wait_until(&self, what: &str, timeout: Duration, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !cond() {
+            if Instant::now() > deadline {
+                let st = crate::curl(&[&self.admin("/status")]).body;
+                self.proc
+                    .fail(&format!("timed out waiting for {what}; /status: {st}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// How a [`CountingPeer`] treats what it receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerMode {
+    /// Reads requests and never answers (a hung replica): every connection stays open until
+    /// the gateway gives up on it.
+    Stall,
+    /// Answers health checks 503 and closes every other connection without an answer (the
+    /// address of a dead replica that something unhealthy took over).
+    Unhealthy,
+}
+
+/// What a [`CountingPeer`] has received so far.
+#[derive(Default)]
+struct PeerCounts {
+    health_checks: usize,
+    requests: usize,
+}
+
+/// A peer in the test process on 127.0.0.1:`port` that never serves a request but counts every
+/// HTTP request that reaches it, health checks (`/healthz`) apart, so a test can tell whether
+/// the gateway still sends traffic to a replica it reports down (retries would hide that from
+/// clients). Stops listening and closes its connections on drop.
+pub struct CountingPeer {
+    pub port: u16,
+    counts: std::sync::Arc<std::sync::Mutex<PeerCounts>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CountingPeer {
+    pub fn start(port: u16, mode: PeerMode) -> CountingPeer {
+        use std::sync::{atomic::AtomicBool, Arc, Mutex};
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("counting peer cannot listen on 127.0.0.1:{port}: {e}"));
+        let counts = Arc::new(Mutex::new(PeerCounts::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let (counts2, stop2, conns2) = (counts.clone(), stop.clone(), conns.clone());
+        let accept = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                if let Ok(clone) = stream.try_clone() {
+                    conns2.lock().unwrap_or_else(|e| e.into_inner()).push(clone);
+                }
+                let counts = counts2.clone();
+                std::thread::spawn(move || peer_connection(stream, mode, &counts));
+            }
+        });
+        CountingPeer {
+            port,
+            counts,
+            stop,
+            conns,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Requests other than health checks received so far.
+    pub fn requests(&self) -> usize {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .requests
+    }
+
+    /// Health checks (`/healthz`) received so far.
+    pub fn health_checks(&self) -> usize {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .health_checks
+    }
+}
+
+/// Read requests from one connection, counting each as its head arrives.
+fn peer_connection(
+    stream: std::net::TcpStream,
+    mode: PeerMode,
+    counts: &std::sync::Mutex<PeerCounts>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+        let mut body_len = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h == "\r\n" || h == "\n" {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.trim().eq_ignore_ascii_case("content-length") {
+                    body_len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let health = path == "/healthz" || path.starts_with("/healthz?");
+        {
+            let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+            if health {
+                c.health_checks += 1;
+            } else {
+                c.requests += 1;
+            }
+        }
+        let mut body = vec![0u8; body_len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if mode == PeerMode::Unhealthy {
+            if health {
+                let _ = writer.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+            let _ = writer.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    }
+}
+
+impl Drop for CountingPeer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees `stop` and drops the listener.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+        for c in self.conns.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}

@@ -1,15 +1,18 @@
 //! Balancing and health through the real gateway: least-conn sends new work to the replica with
 //! fewer open streams; a replica killed or stalled under load does not fail calls, is marked
-//! down, and takes traffic again after it recovers.
+//! down, receives no call from the moment /status reports it down (counted at its address, since
+//! retries would hide misrouted calls from clients), and takes traffic again after it recovers.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use e2e::gateway::{pool_toml, Gateway, Upstream};
+use e2e::free_port;
+use e2e::gateway::{pool_toml, CountingPeer, Gateway, PeerMode, Upstream};
 
 const HEALTH: &str = "[pools.p.health_check]\npath = \"/healthz\"\ninterval = \"300ms\"\ntimeout = \"300ms\"\nrise = 2\nfall = 2\n";
 
@@ -82,124 +85,188 @@ fn least_conn_sends_new_work_to_the_replica_with_fewer_streams() {
     }
 }
 
-/// Run GETs from `threads` loops until stopped; returns (ok, failed) counters.
-fn load(
-    gw: &Gateway,
-    threads: usize,
+/// GETs of /whoami from a few threads until stopped: how many succeeded, how many failed, and
+/// which replica answered (the `name` in the body) how often.
+struct Load {
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    answered_by: Arc<Mutex<HashMap<String, usize>>>,
     stop: Arc<AtomicBool>,
-) -> (
-    Arc<AtomicUsize>,
-    Arc<AtomicUsize>,
-    Vec<thread::JoinHandle<()>>,
-) {
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let mut handles = Vec::new();
-    for _ in 0..threads {
-        let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
-        let url = gw.https("/whoami");
-        let cacert = gw.setup.cert.display().to_string();
-        handles.push(thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let out = e2e::curl(&["--cacert", &cacert, "--max-time", "10", &url]);
-                if out.status == 200 {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    eprintln!("failed call: {} {}", out.status, out.body);
-                    failed.fetch_add(1, Ordering::Relaxed);
+    handles: Vec<thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(gw: &Gateway, threads: usize) -> Load {
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let answered_by = Arc::new(Mutex::new(HashMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for _ in 0..threads {
+            let (ok, failed, answered_by, stop) = (
+                ok.clone(),
+                failed.clone(),
+                answered_by.clone(),
+                stop.clone(),
+            );
+            let url = gw.https("/whoami");
+            let cacert = gw.setup.cert.display().to_string();
+            handles.push(thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let out = e2e::curl(&["--cacert", &cacert, "--max-time", "10", &url]);
+                    let name = serde_json::from_str::<serde_json::Value>(&out.body)
+                        .ok()
+                        .and_then(|v| v["name"].as_str().map(str::to_string));
+                    match (out.status, name) {
+                        (200, Some(name)) => {
+                            *answered_by.lock().unwrap().entry(name).or_default() += 1;
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            eprintln!("failed call: {} {} {}", out.status, out.body, out.stderr);
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
-            }
-        }));
+            }));
+        }
+        Load {
+            ok,
+            failed,
+            answered_by,
+            stop,
+            handles,
+        }
     }
-    (ok, failed, handles)
+
+    fn ok(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Calls `name` answered so far.
+    fn answered_by(&self, name: &str) -> usize {
+        self.answered_by
+            .lock()
+            .unwrap()
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Stop the threads; the number of failed calls.
+    fn finish(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles.drain(..) {
+            h.join().unwrap();
+        }
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Generous bound for anything asynchronous on a loaded 2-core box.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Calls that must succeed while a replica is reported down before the test looks at what that
+/// replica received: at 4 threads, several health-check intervals' worth of traffic.
+const CALLS_WHILE_DOWN: usize = 40;
+
+/// /status of the gateway reports the backend on `port` down, and its active check too (so the
+/// state lasts: a passive penalty alone would expire after `fail_timeout`).
+fn reported_down(gw: &Gateway, port: u16) -> bool {
+    gw.backend_status("p", port)
+        .is_some_and(|s| s["up"] == false && s["active_check_up"] == false)
+}
+
+fn reported_up(gw: &Gateway, port: u16) -> bool {
+    gw.backend_status("p", port)
+        .is_some_and(|s| s["up"] == true)
+}
+
+/// While the gateway reports `peer` down and the load goes on, the peer gets health checks and
+/// nothing else: not one call after the moment /status said down. `at_down` is what it had
+/// received at that moment.
+fn assert_no_traffic_while_down(gw: &Gateway, load: &Load, peer: &CountingPeer, at_down: usize) {
+    let ok_before = load.ok();
+    let checks_before = peer.health_checks();
+    gw.wait_until(
+        "calls to succeed and health checks to reach the replica reported down",
+        DEADLINE,
+        || load.ok() >= ok_before + CALLS_WHILE_DOWN && peer.health_checks() >= checks_before + 5,
+    );
+    assert!(reported_down(gw, peer.port), "{}", gw.status());
+    assert_eq!(
+        peer.requests() - at_down,
+        0,
+        "the replica reported down by /status still received calls ({} calls succeeded \
+         meanwhile, retries hid it from clients)",
+        load.ok() - ok_before
+    );
 }
 
 #[test]
-fn killed_replica_under_load_calls_keep_succeeding_and_it_returns() {
+fn killed_replica_under_load_calls_keep_succeeding_it_gets_nothing_while_down_and_returns() {
     let a = Upstream::start("a");
     let b = Upstream::start("b");
     let gw = gateway(&[a.addr(), b.addr()], "");
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed, handles) = load(&gw, 4, stop.clone());
-    thread::sleep(Duration::from_millis(700));
+    let load = Load::start(&gw, 4);
+    gw.wait_until("both replicas to answer calls", DEADLINE, || {
+        load.answered_by("a") >= 5 && load.answered_by("b") >= 5
+    });
     let port = b.port;
     drop(b); // SIGKILL
-    gw.wait_status("b marked down", Duration::from_secs(10), |_| {
-        gw.backend_status("p", port)
-            .is_some_and(|s| s["up"] == false)
-    });
-    thread::sleep(Duration::from_millis(500));
-    // Recovery: a new process on the same address passes `rise` checks and gets traffic.
+    gw.wait_status("b marked down", DEADLINE, |_| reported_down(&gw, port));
+    // From now on b's address counts what reaches it (health checks get 503, so it stays
+    // down; any other request is dropped unanswered, which retries would hide from clients).
+    let dead = CountingPeer::start(port, PeerMode::Unhealthy);
+    assert_no_traffic_while_down(&gw, &load, &dead, 0);
+    drop(dead);
+    // Recovery: a new process on the same address passes `rise` checks and answers calls.
     let b2 = Upstream::start_on("b2", port, "normal");
-    gw.wait_status("b back up", Duration::from_secs(10), |_| {
-        gw.backend_status("p", port)
-            .is_some_and(|s| s["up"] == true)
+    gw.wait_status("b back up", DEADLINE, |_| reported_up(&gw, port));
+    gw.wait_until("the recovered replica to answer calls", DEADLINE, || {
+        load.answered_by("b2") >= 5
     });
-    thread::sleep(Duration::from_millis(700));
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        h.join().unwrap();
-    }
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "calls failed while a replica died"
-    );
-    assert!(ok.load(Ordering::Relaxed) > 20);
-    assert!(
-        b2.stats()["requests"].as_i64().unwrap() > 0,
-        "recovered replica got no traffic"
-    );
+    assert_eq!(load.finish(), 0, "calls failed while a replica died");
+    drop(b2);
     drop(a);
 }
 
 #[test]
-fn stalled_replica_under_load_is_marked_down_and_loses_its_share() {
+fn stalled_replica_under_load_is_marked_down_gets_nothing_while_down_and_returns() {
     let a = Upstream::start("a");
-    let stalled = Upstream::start_stall("stalled");
+    let stalled = CountingPeer::start(free_port(), PeerMode::Stall);
     let gw = gateway(&[a.addr(), stalled.addr()], "");
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed, handles) = load(&gw, 4, stop.clone());
+    let load = Load::start(&gw, 4);
     // The active check's timeout fails it (it accepts TCP but never answers).
-    gw.wait_status(
-        "stalled replica marked down",
-        Duration::from_secs(10),
-        |_| {
-            gw.backend_status("p", stalled.port)
-                .is_some_and(|s| s["active_check_up"] == false && s["up"] == false)
-        },
-    );
-    let before = ok.load(Ordering::Relaxed);
-    thread::sleep(Duration::from_secs(1));
-    assert!(
-        ok.load(Ordering::Relaxed) > before,
-        "no call succeeded after the stall was detected"
-    );
-    // Replace the stalled process with a healthy one on the same port: it comes back.
+    gw.wait_status("stalled replica marked down", DEADLINE, |_| {
+        reported_down(&gw, stalled.port)
+    });
+    let at_down = stalled.requests();
+    assert_no_traffic_while_down(&gw, &load, &stalled, at_down);
+    // Replace the stalled peer with a healthy one on the same port: it comes back.
     let port = stalled.port;
     drop(stalled);
     let healed = Upstream::start_on("healed", port, "normal");
-    gw.wait_status("healed replica up", Duration::from_secs(10), |_| {
-        gw.backend_status("p", port)
-            .is_some_and(|s| s["up"] == true)
+    gw.wait_status("healed replica up", DEADLINE, |_| reported_up(&gw, port));
+    gw.wait_until("the healed replica to answer calls", DEADLINE, || {
+        load.answered_by("healed") >= 5
     });
-    thread::sleep(Duration::from_millis(700));
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        h.join().unwrap();
+    assert_eq!(load.finish(), 0, "GETs failed while a replica stalled");
+    // Calls sent to the stalled replica before it was marked down were retried, and counted.
+    if at_down > 0 {
+        let metrics = e2e::curl(&[&gw.admin("/metrics")]).body;
+        assert!(
+            metrics.contains("gateway_retries_total{pool=\"p\"}"),
+            "{metrics}"
+        );
     }
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "GETs failed while a replica stalled"
-    );
-    assert!(healed.stats()["requests"].as_i64().unwrap() > 0);
-    // Retries were counted.
-    let metrics = e2e::curl(&[&gw.admin("/metrics")]).body;
-    assert!(
-        metrics.contains("gateway_retries_total{pool=\"p\"}"),
-        "{metrics}"
-    );
+    drop(healed);
     drop(a);
 }
 

@@ -6,7 +6,7 @@
 //! rewrites, so the name `replicas.test` resolves through glibc exactly as in production, while
 //! the host's /etc/hosts stays untouched. Replicas are real `backend` processes on the same port
 //! of different loopback addresses (127.0.0.2, 127.0.0.3: all of 127/8 is loopback on Linux).
-//! Needs root and util-linux `unshare`; without them the test says so and skips.
+//! Needs root and util-linux `unshare`; without them the test fails and says what is missing.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -259,12 +259,12 @@ impl Drop for Load {
 #[test]
 fn replicas_join_and_leave_the_pool_as_dns_changes_and_a_failed_lookup_keeps_the_last_set() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // A test that cannot run fails: passing without having checked anything would hide it.
     if let Err(why) = namespaces_usable(dir.path()) {
-        eprintln!(
-            "SKIPPED gateway_dns_scaling: needs root and util-linux unshare to bind-mount a \
-             private /etc/hosts ({why})"
+        panic!(
+            "gateway_dns_scaling cannot run: it needs root and unshare(1) from util-linux to \
+             make a private /etc/hosts (a mount namespace with a file bind-mounted over it): {why}"
         );
-        return;
     }
     let workspace = workspace_copy();
     let port = free_port();

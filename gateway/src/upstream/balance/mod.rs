@@ -266,6 +266,121 @@ mod tests {
         Pool::new(&cfg, None, resolved(ports))
     }
 
+    fn every_balance() -> [config::Balance; 3] {
+        [
+            config::Balance::LeastConn,
+            config::Balance::RoundRobin,
+            config::Balance::Hash(config::HashKey::ClientIp),
+        ]
+    }
+
+    /// Client keys for `select` (the client address of a `hash(client_ip)` pool).
+    fn keys() -> Vec<Vec<u8>> {
+        (0..64)
+            .map(|i| format!("10.0.0.{i}").into_bytes())
+            .collect()
+    }
+
+    /// How a test takes a backend out, as the gateway does.
+    #[derive(Clone, Copy, Debug)]
+    enum Down {
+        /// `fall` failed active checks.
+        Active,
+        /// `max_fails` failed attempts within `fail_timeout` (passive health).
+        Passive,
+    }
+
+    fn mark_down(p: &Pool, b: &BackendEntry, how: Down) {
+        match how {
+            Down::Active => {
+                assert_eq!(b.stats.record_check(false, 2, 2), None);
+                assert_eq!(b.stats.record_check(false, 2, 2), Some(false));
+            }
+            Down::Passive => {
+                for _ in 1..p.max_fails {
+                    assert!(!b.stats.record_failure(p.max_fails, p.fail_timeout));
+                }
+                assert!(b.stats.record_failure(p.max_fails, p.fail_timeout));
+            }
+        }
+        assert!(!b.stats.available(now_ms()), "{how:?} did not take it out");
+    }
+
+    /// Which backend each key gets, `rounds` times over.
+    fn picks(p: &Pool, rounds: usize) -> Vec<SocketAddr> {
+        let mut got = Vec::new();
+        for _ in 0..rounds {
+            for k in keys() {
+                match p.select(&k, &[]) {
+                    Some(b) => got.push(b.addr),
+                    None => panic!("no backend for {k:?} with one still available"),
+                }
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn selection_skips_a_backend_marked_down_by_active_or_passive_health() {
+        for how in [Down::Active, Down::Passive] {
+            for balance in every_balance() {
+                let what = format!("{balance:?}, {how:?}");
+                let p = pool(balance, &format!("down-{what}"), &[20041, 20042, 20043]);
+                let set = p.set.load_full();
+                let target = set.backends[1].clone();
+                // The others are busy, so least_conn would pick the idle target if it ignored
+                // health; round robin and hash give it a share of the keys anyway.
+                let _busy: Vec<stats::InFlight> = set
+                    .backends
+                    .iter()
+                    .filter(|b| b.addr != target.addr)
+                    .flat_map(|b| (0..4).map(|_| stats::InFlight::new(b.stats.clone())))
+                    .collect();
+                assert!(
+                    picks(&p, 2).contains(&target.addr),
+                    "{what}: the healthy pool never picks the target, the test proves nothing"
+                );
+                mark_down(&p, &target, how);
+                let after = picks(&p, 2);
+                assert!(
+                    !after.contains(&target.addr),
+                    "{what}: a backend marked down was selected"
+                );
+                assert!(p.has_available(), "{what}");
+                if matches!(how, Down::Active) {
+                    // `rise` good checks bring it back into the selection.
+                    target.stats.record_check(true, 2, 2);
+                    assert_eq!(target.stats.record_check(true, 2, 2), Some(true));
+                    assert!(
+                        picks(&p, 2).contains(&target.addr),
+                        "{what}: a backend back up is never selected"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn selection_returns_none_when_no_backend_is_available() {
+        for balance in every_balance() {
+            let what = format!("{balance:?}");
+            let p = pool(balance, &format!("none-{what}"), &[20051, 20052, 20053]);
+            let set = p.set.load_full();
+            mark_down(&p, &set.backends[0], Down::Active);
+            mark_down(&p, &set.backends[1], Down::Passive);
+            // One left: every key lands on it.
+            let last = set.backends[2].addr;
+            assert!(picks(&p, 1).iter().all(|a| *a == last), "{what}");
+            mark_down(&p, &set.backends[2], Down::Active);
+            for k in keys() {
+                if let Some(b) = p.select(&k, &[]) {
+                    panic!("{what}: selected {} with every backend down", b.addr);
+                }
+            }
+            assert!(!p.has_available(), "{what}");
+        }
+    }
+
     #[test]
     fn round_robin_and_hash_skip_excluded() {
         for balance in [
