@@ -88,6 +88,9 @@ pub struct Ctx {
     pub gzip: Option<Gzipper>,
     pub body_seen: u64,
     pub redirected: bool,
+    /// The normalised path (`edge::path`) when it differs from the request's, or the request
+    /// was not in origin-form: routed on and sent upstream.
+    pub normalized: Option<String>,
     /// Scratch buffer for hash keys.
     pub hash_buf: Vec<u8>,
     /// Counted by the SIGTERM drain until the request ends.
@@ -115,6 +118,7 @@ impl Ctx {
             gzip: None,
             body_seen: 0,
             redirected: false,
+            normalized: None,
             hash_buf: Vec::new(),
             _active: ActiveRequest::new(),
         }
@@ -126,6 +130,11 @@ impl Ctx {
 
     pub fn target(&self) -> Option<&Target> {
         self.route()?.targets.get(self.target)
+    }
+
+    /// The path routing sees: normalised.
+    pub fn path<'a>(&'a self, req: &'a pingora::http::RequestHeader) -> &'a str {
+        self.normalized.as_deref().unwrap_or(req.uri.path())
     }
 
     pub fn since_upstream_start(&self) -> Option<f64> {

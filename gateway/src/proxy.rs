@@ -19,6 +19,7 @@ use crate::edge::compress;
 use crate::edge::errors::{GatewayError, NO_HEALTHY_BACKEND};
 use crate::edge::headers::{self, ResponseHeaders};
 use crate::edge::respond::Reply;
+use crate::edge::strict;
 use crate::policy::zones::Verdict;
 use crate::routing::Target;
 use crate::state::{Shared, State};
@@ -187,6 +188,11 @@ impl ProxyHttp for GatewayProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(p) = &ctx.normalized {
+            let uri = strict::with_query(p, upstream_request.uri.query())
+                .map_err(|e| Error::because(ErrorType::InternalError, "normalised path", e))?;
+            upstream_request.set_uri(uri);
+        }
         headers::forward(
             upstream_request,
             &ctx.conn.client,
@@ -341,6 +347,13 @@ impl ProxyHttp for GatewayProxy {
 /// passes it on; the last one picks the pool.
 async fn request_steps(session: &mut Session, ctx: &mut Ctx, state: &State) -> Result<Answered> {
     identify_client(session, ctx, state);
+    allow_pipelining(session);
+    if refuse_malformed(session, ctx, state).await? {
+        return Ok(true);
+    }
+    if normalize_path(session, ctx, state).await? {
+        return Ok(true);
+    }
     if redirect_to_https(session, ctx, state).await? {
         return Ok(true);
     }
@@ -377,6 +390,54 @@ fn identify_client(session: &Session, ctx: &mut Ctx, state: &State) {
     }
 }
 
+/// RFC 9112 section 9.3.2: Pingora answers pipelined requests in order only when asked;
+/// otherwise it closes after the first response (announced keep-alive) and drops the next.
+fn allow_pipelining(session: &mut Session) {
+    session.as_downstream_mut().set_pipelining_enabled(true);
+}
+
+/// The error envelope under the global header policy, logged with the target cut to ~200
+/// bytes; the connection closes.
+async fn refuse(session: &mut Session, ctx: &Ctx, state: &State, err: &GatewayError) -> Result<()> {
+    let target = String::from_utf8_lossy(session.req_header().raw_path());
+    log::info!(
+        "refused request {} from {}: {}: {}",
+        ctx.request_id,
+        ctx.conn.client,
+        err.message,
+        strict::bounded(&target)
+    );
+    Reply::error(err, &ctx.request_id)
+        .send(
+            session,
+            &state.global_headers,
+            ctx.conn.tls,
+            &ctx.request_id,
+        )
+        .await
+}
+
+/// What nginx refuses and Pingora lets through (`edge::strict`): ambiguous framing, Host,
+/// header limits (`large_client_header_buffers`), illegal characters in the target.
+async fn refuse_malformed(session: &mut Session, ctx: &mut Ctx, state: &State) -> Result<Answered> {
+    match strict::check_session(session.as_downstream(), &state.config.limits) {
+        Ok(()) => Ok(false),
+        Err(err) => refuse(session, ctx, state, &err).await.map(|()| true),
+    }
+}
+
+/// nginx normalises the path before it matches a location (`edge::path`); the normalised path
+/// is routed on and sent upstream. One that cannot be normalised safely is a 400.
+async fn normalize_path(session: &mut Session, ctx: &mut Ctx, state: &State) -> Result<Answered> {
+    match strict::normalized(session.req_header()) {
+        Ok(normalized) => {
+            ctx.normalized = normalized;
+            Ok(false)
+        }
+        Err(err) => refuse(session, ctx, state, &err).await.map(|()| true),
+    }
+}
+
 /// Plain HTTP: 301 to HTTPS unless the path is exempt.
 async fn redirect_to_https(
     session: &mut Session,
@@ -387,7 +448,7 @@ async fn redirect_to_https(
         return Ok(false);
     };
     let req = session.req_header();
-    if redirect.is_exempt(req.uri.path()) {
+    if redirect.is_exempt(ctx.path(req)) {
         return Ok(false);
     }
     let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -402,14 +463,12 @@ async fn redirect_to_https(
 /// The route by host and path; none answers the gateway's own 404.
 async fn find_route(session: &mut Session, ctx: &mut Ctx, state: &State) -> Result<Option<usize>> {
     let req = session.req_header();
-    if let Some(index) = state
-        .router
-        .find(headers::request_host(req), req.uri.path())
-    {
+    let path = ctx.path(req);
+    if let Some(index) = state.router.find(headers::request_host(req), path) {
         ctx.route = Some(index);
         return Ok(Some(index));
     }
-    let err = GatewayError::not_found(req.uri.path());
+    let err = GatewayError::not_found(strict::bounded(path));
     Reply::error(&err, &ctx.request_id)
         .send(
             session,

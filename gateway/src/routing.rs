@@ -1,9 +1,13 @@
-//! Route matching: longest path prefix wins; among equal prefixes a route bound to the request's
-//! host beats one for any host. The order is computed once per state build so a request walks a
-//! short list and stops at the first match.
+//! Route matching on the normalised path (`edge::path`), like nginx's `location` order: an
+//! exact route (`path = "= /health"`, nginx's `location =`) wins, then the longest prefix.
+//! A prefix matches on segment boundaries: `/health` matches `/health` and `/health/x`, not
+//! `/healthmetrics`; a prefix ending in `/` matches everything under it. Among equal paths a
+//! route bound to the request's host beats one for any host. The order is computed once per
+//! state build so a request walks a short list and stops at the first match.
 
 use std::sync::Arc;
 
+use crate::config::units::split_exact;
 use crate::metrics::RouteMetrics;
 use crate::upstream::balance::Pool;
 
@@ -18,6 +22,7 @@ pub struct Target {
 #[derive(Debug, Clone)]
 struct Entry {
     path: String,
+    exact: bool,
     /// Lower case, no port.
     host: Option<String>,
     index: usize,
@@ -29,33 +34,38 @@ pub struct Router {
 }
 
 impl Router {
-    /// `routes`: (path prefix, optional host) in config order.
+    /// `routes`: (route path, optional host) in config order; a route path is a prefix, or
+    /// `= /exact` (nginx's `location =`).
     pub fn new<'a>(routes: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Router {
         let mut entries: Vec<Entry> = routes
             .into_iter()
             .enumerate()
-            .map(|(index, (path, host))| Entry {
-                path: path.to_string(),
-                host: host.map(|h| h.to_ascii_lowercase()),
-                index,
+            .map(|(index, (path, host))| {
+                let (exact, path) = split_exact(path);
+                Entry {
+                    path: path.to_string(),
+                    exact,
+                    host: host.map(|h| h.to_ascii_lowercase()),
+                    index,
+                }
             })
             .collect();
-        // Longest first; at equal length host-bound first; then file order (stable sort).
+        // Exact first; then longest; at equal length host-bound first; then file order (stable).
         entries.sort_by(|a, b| {
-            b.path
-                .len()
-                .cmp(&a.path.len())
+            b.exact
+                .cmp(&a.exact)
+                .then(b.path.len().cmp(&a.path.len()))
                 .then(b.host.is_some().cmp(&a.host.is_some()))
         });
         Router { entries }
     }
 
-    /// Index (in config order) of the route for this request.
+    /// Index (in config order) of the route for this request; `path` is normalised.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<usize> {
         self.entries
             .iter()
             .find(|e| {
-                path.starts_with(e.path.as_str())
+                matches(e, path)
                     && match (&e.host, host) {
                         (None, _) => true,
                         (Some(h), Some(req)) => h.eq_ignore_ascii_case(req),
@@ -63,6 +73,16 @@ impl Router {
                     }
             })
             .map(|e| e.index)
+    }
+}
+
+fn matches(e: &Entry, path: &str) -> bool {
+    if e.exact {
+        return path == e.path;
+    }
+    match path.strip_prefix(e.path.as_str()) {
+        None => false,
+        Some(rest) => rest.is_empty() || e.path.ends_with('/') || rest.starts_with('/'),
     }
 }
 
@@ -85,5 +105,39 @@ mod tests {
         assert_eq!(r.find(None, "/sse"), Some(0));
         let none = Router::new([("/mcp", None)]);
         assert_eq!(none.find(None, "/other"), None);
+    }
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        let r = Router::new([("/health", None), ("/static/", None), ("/", None)]);
+        assert_eq!(r.find(None, "/health"), Some(0));
+        assert_eq!(r.find(None, "/health/x"), Some(0));
+        assert_eq!(r.find(None, "/healthmetrics"), Some(2));
+        assert_eq!(r.find(None, "/static/a.css"), Some(1));
+        assert_eq!(r.find(None, "/static"), Some(2));
+        assert_eq!(r.find(None, "/anything"), Some(2));
+        let no_root = Router::new([("/mcp", None)]);
+        assert_eq!(no_root.find(None, "/mcpx"), None);
+        assert_eq!(no_root.find(None, "/mcp/"), Some(0));
+    }
+
+    #[test]
+    fn exact_routes_win_and_match_only_themselves() {
+        let r = Router::new([
+            ("/health/live", None),
+            ("= /health", None),
+            ("/", None),
+            ("=/x", Some("a.example")),
+            ("/x", None),
+        ]);
+        assert_eq!(r.find(None, "/health"), Some(1));
+        assert_eq!(r.find(None, "/health/"), Some(2));
+        assert_eq!(r.find(None, "/health/metrics"), Some(2));
+        assert_eq!(r.find(None, "/health/live"), Some(0));
+        assert_eq!(r.find(Some("a.example"), "/x"), Some(3));
+        assert_eq!(r.find(Some("b.example"), "/x"), Some(4));
+        assert_eq!(r.find(Some("a.example"), "/x/y"), Some(4));
+        assert_eq!(split_exact("= /a"), (true, "/a"));
+        assert_eq!(split_exact("/a"), (false, "/a"));
     }
 }

@@ -17,6 +17,7 @@ const TOP_KEYS: &[&str] = &[
     "headers",
     "gzip",
     "real_ip",
+    "limits",
     "pools",
     "zones",
     "splits",
@@ -33,6 +34,7 @@ pub fn config(ctx: &mut Ctx, root: &Table, file: PathBuf) -> Option<Config> {
     let headers = headers(ctx, top.get("headers").unwrap_or(&empty));
     let gzip = gzip(ctx, top.get("gzip").unwrap_or(&empty));
     let real_ip = real_ip(ctx, top.get("real_ip").unwrap_or(&empty));
+    let limits = limits(ctx, top.get("limits").unwrap_or(&empty));
     let pools = upstreams::pools(ctx, &top);
     let zones = routes::zones(ctx, &top);
     let splits = routes::splits(ctx, &top);
@@ -48,10 +50,42 @@ pub fn config(ctx: &mut Ctx, root: &Table, file: PathBuf) -> Option<Config> {
         headers: headers?,
         gzip: gzip?,
         real_ip: real_ip?,
+        limits: limits?,
         pools,
         zones,
         splits,
         routes,
+    })
+}
+
+fn limits(ctx: &mut Ctx, v: &toml::Value) -> Option<Limits> {
+    let allowed = [
+        "header_line_size",
+        "header_total_size",
+        "strict_request_target",
+    ];
+    let s = Section::new(&mut ctx.errs, "limits".into(), v, &allowed)?;
+    let e = &mut ctx.errs;
+    let line = s.size_or(e, "header_line_size", d::HEADER_LINE_SIZE);
+    let total = s.size_or(e, "header_total_size", d::HEADER_TOTAL_SIZE);
+    for (k, n) in [("header_line_size", line), ("header_total_size", total)] {
+        if !(1024..=d::HEADER_MAX_SIZE).contains(&n) {
+            e.add(
+                s.key(k),
+                format!("{n} bytes is out of range (1k up to 1m - 1, Pingora's own limit)"),
+            );
+        }
+    }
+    if line > total {
+        e.add(
+            s.key("header_line_size"),
+            format!("{line} bytes is more than header_total_size ({total})"),
+        );
+    }
+    Some(Limits {
+        header_line_size: line as usize,
+        header_total_size: total as usize,
+        strict_request_target: s.bool_or(e, "strict_request_target", true),
     })
 }
 

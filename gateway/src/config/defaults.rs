@@ -84,3 +84,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx's client_max_body_size default.
 pub const MAX_BODY_SIZE: u64 = 1 << 20;
 pub const RETRIES: u64 = 1;
+
+/// nginx's `large_client_header_buffers 4 8k`: a request line or header line fits one 8k buffer,
+/// the whole header section four of them.
+pub const HEADER_LINE_SIZE: u64 = 8 << 10;
+pub const HEADER_TOTAL_SIZE: u64 = 32 << 10;
+/// Pingora refuses a header section over 1 MiB itself (its `MAX_HEADER_SIZE`, a constant).
+pub const HEADER_MAX_SIZE: u64 = (1 << 20) - 1;

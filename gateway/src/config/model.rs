@@ -26,14 +26,15 @@ pub struct Config {
     pub headers: Headers,
     pub gzip: Gzip,
     pub real_ip: RealIp,
+    pub limits: Limits,
     /// Upstream pools by name.
     pub pools: BTreeMap<String, Pool>,
     /// Rate-limit zones by name (like `limit_req_zone`).
     pub zones: BTreeMap<String, Zone>,
     /// Weighted splits over pools by name (blue-green, canary).
     pub splits: BTreeMap<String, Split>,
-    /// Routes in file order. Matching: longest `path` prefix among routes whose `host` matches
-    /// (or have none); see `routing::Router`.
+    /// Routes in file order. Matching: an exact `path` first, then the longest prefix, among
+    /// routes whose `host` matches (or have none); see `routing::Router`.
     pub routes: Vec<Route>,
 }
 
@@ -64,6 +65,20 @@ pub enum AccessLog {
     Off,
     /// Appended to; absolute.
     File(PathBuf),
+}
+
+/// `[limits]`: how much of a request the gateway reads, and how strictly (nginx's
+/// `large_client_header_buffers`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest request line or header line, bytes (414 / 431 above). Default 8k.
+    pub header_line_size: usize,
+    /// Largest header section, request line included (431 above). Default 32k.
+    pub header_total_size: usize,
+    /// Refuse `%XX` escapes of a space, `"`, `<`, `>` or control character in the request
+    /// target: Pingora turns the raw characters into those escapes before the gateway sees
+    /// them. Default true.
+    pub strict_request_target: bool,
 }
 
 /// `[listeners.*]`. At least one of `http` / `https` is present.
@@ -360,8 +375,9 @@ pub struct Rollback {
 pub struct Route {
     /// Unique; used as a metrics label. Default: the path.
     pub name: String,
-    /// Path prefix, starts with `/`. Matches on the raw path, plain string prefix like nginx's
-    /// `location /mcp` (which also matches `/mcpfoo`).
+    /// As written: a prefix (`/mcp`), matched on segment boundaries (`/mcp`, `/mcp/x`, not
+    /// `/mcpfoo`; a prefix ending in `/` matches everything under it), or `= /health`, an exact
+    /// match like nginx's `location =`. Requests are matched on their normalised path.
     pub path: String,
     /// Exact host (lower case, no port) or None for any.
     pub host: Option<String>,

@@ -384,16 +384,8 @@ fn route(
     let e = &mut ctx.errs;
     let path = s.required_str(e, "path");
     if let Some(p) = path {
-        if !p.starts_with('/') {
-            e.add(s.key("path"), format!("{p:?} must start with \"/\""));
-        } else if p
-            .bytes()
-            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'?' || b == b'#')
-        {
-            e.add(
-                s.key("path"),
-                format!("{p:?} is not a path prefix (no spaces, '?' or '#')"),
-            );
+        if let Err(reason) = units::check_route_path(units::split_exact(p).1) {
+            e.add(s.key("path"), reason);
         }
     }
     let name = s.str(e, "name").or(path).unwrap_or("").to_string();

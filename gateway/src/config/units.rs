@@ -258,6 +258,41 @@ pub fn parse_host_port(text: &str) -> Result<(String, u16), String> {
 
 /// A DNS host name: dot-separated labels of letters, digits, `-` and `_` (compose service
 /// names use underscores), none empty or longer than 63, 253 in all.
+/// A route's `path`: a prefix, or `= /exact` (nginx's `location =`, the space optional).
+pub fn split_exact(path: &str) -> (bool, &str) {
+    match path.strip_prefix('=') {
+        Some(rest) => (true, rest.trim_start()),
+        None => (false, path),
+    }
+}
+
+/// Checks the path part of a route's `path`. Requests are matched after normalisation (dot
+/// segments resolved, `//` merged, escapes decoded: RFC 3986 section 6.2.2), so a route path
+/// that is not in that form could never match.
+pub fn check_route_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!(
+            "{p:?} must start with \"/\" (or \"= /\" for an exact match)"
+        ));
+    }
+    if p.bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'?' || b == b'#')
+    {
+        return Err(format!("{p:?} is not a path (no spaces, '?' or '#')"));
+    }
+    if p.contains('%') {
+        return Err(format!(
+            "{p:?}: write characters as themselves, not %-escaped (requests are matched decoded)"
+        ));
+    }
+    if p.contains("//") || p[1..].split('/').any(|s| s == "." || s == "..") {
+        return Err(format!(
+            "{p:?} is not a normalised path (no \"//\", \".\" or \"..\" segments: requests are matched normalised)"
+        ));
+    }
+    Ok(())
+}
+
 pub fn is_host_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253

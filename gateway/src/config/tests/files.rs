@@ -252,11 +252,12 @@ fn shipped_local_toml_is_valid_and_matches_the_replaced_nginx_conf() {
     assert_eq!(sse.target, RouteTarget::Pool("legacy_sse".into()));
     assert_eq!(sse.limit.as_ref().unwrap().burst, 10);
     assert_eq!(
-        route("/messages?sessionId=1").target,
+        route("/messages").target,
         RouteTarget::Pool("legacy_sse".into())
     );
     assert_eq!(route("/healthz").name, "healthz");
-    assert_eq!(route("/health/live").name, "health");
+    assert_eq!(route("/health/live").name, "health_live");
+    assert_eq!(route("/health").name, "health");
     assert_eq!(route("/tools/execute").name, "tools");
     // No catch-all: backend internals such as /metrics are not routed.
     assert!(match_route(&c, None, "/metrics").is_none());
@@ -300,4 +301,60 @@ fn shipped_gateway_toml_is_valid_for_the_container() {
         "api"
     );
     assert_eq!(c.zones["sse"].rate.to_string(), "5r/s");
+}
+
+/// The `gateway.toml: |` block of a ConfigMap, unindented.
+fn config_map_toml(yaml: &str) -> String {
+    let mut lines = yaml.lines().skip_while(|l| l.trim() != "gateway.toml: |");
+    lines.next();
+    let body: Vec<&str> = lines
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .collect();
+    body.iter()
+        .map(|l| l.get(4..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn shipped_configs_publish_the_probes_and_not_the_backend_internals() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut texts: Vec<(String, String)> = [
+        "conf/gateway/gateway.toml",
+        "conf/local.toml",
+        "conf/examples/canary.toml",
+        "conf/examples/blue-green.toml",
+        "conf/examples/compose-canary/gateway.toml",
+    ]
+    .iter()
+    .map(|f| {
+        (
+            f.to_string(),
+            std::fs::read_to_string(root.join(f)).unwrap(),
+        )
+    })
+    .collect();
+    for f in [
+        "deploy/kubernetes/gateway-config.yaml",
+        "deploy/kubernetes/canary/gateway-config.yaml",
+    ] {
+        let yaml = std::fs::read_to_string(root.join(f)).unwrap();
+        texts.push((f.to_string(), config_map_toml(&yaml)));
+    }
+    for (name, text) in &texts {
+        let c = parse(text, &root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for p in ["/health", "/health/live", "/health/ready"] {
+            assert!(match_route(&c, None, p).is_some(), "{name}: {p} not routed");
+        }
+        for p in ["/health/metrics", "/healthmetrics", "/metrics", "/health/"] {
+            assert!(match_route(&c, None, p).is_none(), "{name}: {p} is routed");
+        }
+        // The compose canary publishes no probes of its own (compose checks the containers).
+        if name.contains("compose-canary") {
+            continue;
+        }
+        for p in ["/healthz", "/readyz"] {
+            assert!(match_route(&c, None, p).is_some(), "{name}: {p} not routed");
+        }
+    }
 }

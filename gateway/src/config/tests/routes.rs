@@ -101,3 +101,46 @@ pool = "b"
         "root"
     );
 }
+
+#[test]
+fn exact_routes_and_segment_boundaries() {
+    let text = r#"
+[listeners.http]
+address = "127.0.0.1:8080"
+[pools.a]
+servers = ["127.0.0.1:1"]
+[[routes]]
+name = "health"
+path = "= /health"
+pool = "a"
+[[routes]]
+name = "live"
+path = "/health/live"
+pool = "a"
+[[routes]]
+name = "mcp"
+path = "/mcp"
+pool = "a"
+"#;
+    let c = ok(text);
+    let name = |p: &str| match_route(&c, None, p).map(|r| r.name.as_str());
+    assert_eq!(name("/health"), Some("health"));
+    assert_eq!(name("/health/live"), Some("live"));
+    assert_eq!(name("/health/metrics"), None);
+    assert_eq!(name("/healthmetrics"), None);
+    assert_eq!(name("/mcp/x"), Some("mcp"));
+    assert_eq!(name("/mcpx"), None);
+}
+
+#[test]
+fn route_paths_must_be_normalised() {
+    let text = format!(
+        "{MINIMAL}\n[[routes]]\npath = \"=health\"\npool = \"backend\"\n[[routes]]\npath = \"/a//b\"\npool = \"backend\"\n[[routes]]\npath = \"/a/../b\"\npool = \"backend\"\n[[routes]]\npath = \"/a%2Fb\"\npool = \"backend\"\n[[routes]]\npath = \"= /ok\"\npool = \"backend\"\n"
+    );
+    let errs = errors(&text);
+    has(&errs, "routes[1].path", "must start with \"/\" (or \"= /\"");
+    has(&errs, "routes[2].path", "is not a normalised path");
+    has(&errs, "routes[3].path", "is not a normalised path");
+    has(&errs, "routes[4].path", "not %-escaped");
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+}

@@ -177,3 +177,29 @@ fn error_log_is_a_path_relative_to_the_file_and_never_empty() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn limits_default_to_nginx_buffers_and_are_checked() {
+    let c = ok(MINIMAL);
+    assert_eq!(c.limits.header_line_size, 8 << 10);
+    assert_eq!(c.limits.header_total_size, 32 << 10);
+    assert!(c.limits.strict_request_target);
+    let c = ok(&format!(
+        "{MINIMAL}\n[limits]\nheader_line_size = \"16k\"\nheader_total_size = \"64k\"\nstrict_request_target = false\n"
+    ));
+    assert_eq!(c.limits.header_line_size, 16 << 10);
+    assert!(!c.limits.strict_request_target);
+    let errs = errors(&format!(
+        "{MINIMAL}\n[limits]\nheader_line_size = \"64k\"\nheader_total_size = \"2m\"\nbuffers = 4\n"
+    ));
+    has(&errs, "limits.header_total_size", "out of range");
+    has(&errs, "limits.buffers", "");
+    let errs = errors(&format!(
+        "{MINIMAL}\n[limits]\nheader_line_size = \"64k\"\nheader_total_size = \"32k\"\n"
+    ));
+    has(
+        &errs,
+        "limits.header_line_size",
+        "more than header_total_size",
+    );
+}
