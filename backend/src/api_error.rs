@@ -46,7 +46,7 @@ impl ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "UNKNOWN_TOOL",
-            format!("unknown tool {name:?}"),
+            format!("unknown tool {:?}", crate::bounded::bounded(name)),
         )
         .with_hint("GET /tools lists the available tools")
     }

@@ -6,6 +6,7 @@ pub mod tools;
 
 pub mod api_error;
 pub mod backup;
+pub mod bounded;
 pub mod config;
 pub mod exec;
 pub mod http;

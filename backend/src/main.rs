@@ -70,7 +70,19 @@ fn main() -> ExitCode {
         .filter_level(config.log_level)
         .filter_module("rmcp", rmcp_level)
         .filter_module("tracing", rmcp_level)
-        .format_timestamp_millis()
+        .format(|buf, record| {
+            // Every record bounded, whatever logged it (rmcp echoes client input too).
+            use std::io::Write;
+            let message = record.args().to_string();
+            writeln!(
+                buf,
+                "[{} {} {}] {}",
+                buf.timestamp_millis(),
+                record.level(),
+                record.target(),
+                backend::bounded::bounded_line(&message)
+            )
+        })
         .target(env_logger::Target::Stderr)
         .init();
     let workspace = match Workspace::open(&config.working_directory) {
@@ -123,6 +135,7 @@ async fn serve(config: Config, workspace: Workspace) -> ExitCode {
         log::warn!("AUTH_TOKENS is empty: authentication is disabled, every client may call tools");
     }
     log::info!("workspace: {}", workspace.root().display());
+    backend::openspec::recovery::at_start(&workspace);
     let registry = Arc::new(Registry::new(workspace));
     let exec = Arc::new(Executor::new(
         registry,

@@ -91,7 +91,8 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     req.extensions_mut().insert(ClientIp(client_ip));
     let client = client_ip.to_string();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // The path is client text: only a bounded prefix reaches the log.
+    let path = crate::bounded::bounded(req.uri().path()).to_string();
     state.metrics.http_active.inc();
 
     let mut resp = next.run(req).await;

@@ -99,7 +99,7 @@ impl ServerHandler for McpHandler {
         let name = request.name.as_ref();
         if self.exec.tool_name(name).is_none() {
             return Err(McpError::invalid_params(
-                format!("unknown tool: {name}"),
+                format!("unknown tool: {}", crate::bounded::bounded(name)),
                 Some(serde_json::json!({"code": "UNKNOWN_TOOL"})),
             ));
         }

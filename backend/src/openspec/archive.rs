@@ -5,16 +5,18 @@
 //! 2. refuse unchecked tasks unless forced;
 //! 3. per capability: validate the delta, apply RENAMED → REMOVED → MODIFIED → ADDED to the
 //!    main spec in memory, validate the rebuilt spec — nothing is written until all pass;
-//! 4. write each spec atomically, keeping the originals in memory;
-//! 5. move the change to `changes/archive/YYYY-MM-DD-<slug>` (UTC). If 4 or 5 fails, every
-//!    spec already written is restored.
+//! 4. write each rebuilt spec to a temp file beside it, then the intent record (the commit
+//!    point, see `recovery`);
+//! 5. rename the temps onto the specs, move the change to `changes/archive/YYYY-MM-DD-<slug>`
+//!    (UTC), remove the record. A crash anywhere leaves the workspace entirely old or
+//!    committed; whoever takes the lock next finishes a committed archive.
 
 use super::delta::{self, DeltaPlan};
 use super::lock::WorkspaceLock;
 use super::spec::{self, RequirementBlock};
-use super::{fsio, tasks, Error, ErrorKind, Result, Workspace};
+use super::{fsio, paths, recovery, tasks, Error, ErrorKind, Result, Workspace};
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long an archive waits for another mutation to finish before reporting a Conflict.
@@ -79,6 +81,8 @@ pub fn archive(
         })
     };
     active_dir()?; // NotFound/InvalidInput/Conflict before waiting on any lock
+    paths::resolve_existing(ws.root(), &ws.changes_dir())?;
+    ws.checked_archive_dir()?;
     let _lock = WorkspaceLock::acquire(&ws.changes_dir(), LOCK_WAIT)?;
     let dir = active_dir()?;
 
@@ -108,8 +112,7 @@ pub fn archive(
     }
 
     let archived_as = format!("{}-{slug}", chrono::Utc::now().format("%Y-%m-%d"));
-    let target = ws.archive_dir().join(&archived_as);
-    if std::fs::symlink_metadata(&target).is_ok() {
+    if std::fs::symlink_metadata(ws.archive_dir().join(&archived_as)).is_ok() {
         return Err(Error::conflict(format!(
             "changes/archive/{archived_as} already exists"
         )));
@@ -143,42 +146,28 @@ pub fn archive(
     }
     progress(1.0, total, "validated");
 
-    // Write, then move; undo the writes if anything fails.
-    let mut written: Vec<&Planned> = Vec::with_capacity(planned.len());
-    let mut created_dirs: Vec<PathBuf> = Vec::new();
-    let result = (|| {
-        for (i, p) in planned.iter().enumerate() {
-            if let Some(parent) = p.path.parent() {
-                if !parent.exists() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| Error::io("cannot create", parent, e))?;
-                    created_dirs.push(parent.to_path_buf());
-                }
-            }
-            written.push(p);
-            fsio::atomic_write(&p.path, p.rebuilt.as_bytes())?;
-            let c = &p.counts;
-            progress(
-                2.0 + i as f64,
-                total,
-                &format!(
-                    "applied {}: +{} ~{} -{} →{}",
-                    p.capability, c.added, c.modified, c.removed, c.renamed
-                ),
-            );
-        }
-        let archive_dir = ws.archive_dir();
-        std::fs::create_dir_all(&archive_dir)
-            .map_err(|e| Error::io("cannot create", &archive_dir, e))?;
-        std::fs::rename(&dir, &target)
-            .map_err(|e| Error::io("cannot move the change to", &target, e))?;
-        fsio::sync_dir(&archive_dir)?;
-        fsio::sync_dir(&ws.changes_dir())
-    })();
-    if let Err(e) = result {
-        rollback(&written, &created_dirs);
-        return Err(e);
-    }
+    // Every folder written to stays inside the workspace (a symlink may not lead out).
+    let archive_dir = ws.checked_archive_dir()?;
+    let target = archive_dir.join(&archived_as);
+    let intent = stage(ws, slug, &planned, &target)?;
+    recovery::roll_forward(ws.root(), &intent, &|i, _| {
+        let p = &planned[i];
+        let c = &p.counts;
+        progress(
+            2.0 + i as f64,
+            total,
+            &format!(
+                "applied {}: +{} ~{} -{} →{}",
+                p.capability, c.added, c.modified, c.removed, c.renamed
+            ),
+        );
+    })
+    .map_err(|e| {
+        e.with_hint(
+            "the archive is committed (changes/.archive-intent.json); the next write or a \
+             restart finishes it",
+        )
+    })?;
     progress(
         total,
         total,
@@ -202,25 +191,78 @@ pub fn archive(
     })
 }
 
-fn rollback(written: &[&Planned], created_dirs: &[PathBuf]) {
-    for p in written.iter().rev() {
-        let restored = match &p.original {
-            Some(original) => fsio::atomic_write(&p.path, original.as_bytes()),
-            None => std::fs::remove_file(&p.path).or_else(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(Error::io("cannot remove", &p.path, e))
-                }
-            }),
+/// Writes each rebuilt spec to a temp file beside its target (fsynced), then the intent
+/// record: the commit point. On failure before the record, the temps are removed again and
+/// nothing changed.
+fn stage(
+    ws: &Workspace,
+    slug: &str,
+    planned: &[Planned],
+    target: &Path,
+) -> Result<recovery::Intent> {
+    let rel = |p: &Path| -> Result<String> {
+        p.strip_prefix(ws.root())
+            .map(|r| r.to_string_lossy().into_owned())
+            .map_err(|_| Error::invalid_input(format!("{}: outside the workspace", p.display())))
+    };
+    let mut created_dirs: Vec<PathBuf> = Vec::new();
+    let mut temps: Vec<PathBuf> = Vec::new();
+    let result = (|| {
+        let mut specs = Vec::with_capacity(planned.len());
+        for p in planned {
+            let parent = p
+                .path
+                .parent()
+                .ok_or_else(|| Error::invalid_input(format!("{}: no parent", p.path.display())))?;
+            if !parent.exists() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::io("cannot create", parent, e))?;
+                created_dirs.push(parent.to_path_buf());
+            }
+            let temp = parent.join(fsio::temp_name("spec.md"));
+            temps.push(temp.clone());
+            fsio::write_synced(&temp, p.rebuilt.as_bytes())?;
+            fsio::sync_dir(parent)?;
+            specs.push(recovery::SpecWrite {
+                target: rel(&p.path)?,
+                temp: rel(&temp)?,
+                bytes: p.rebuilt.len() as u64,
+                sha256: recovery::sha256_hex(p.rebuilt.as_bytes()),
+            });
+        }
+        if let Some(archive_dir) = target.parent() {
+            std::fs::create_dir_all(archive_dir)
+                .map_err(|e| Error::io("cannot create", archive_dir, e))?;
+        }
+        let intent = recovery::Intent {
+            version: 1,
+            op: "change.archive".into(),
+            slug: slug.to_string(),
+            host: super::lock::hostname(),
+            pid: std::process::id(),
+            created_ms: super::lock::now_ms(),
+            specs,
+            created_dirs: created_dirs
+                .iter()
+                .map(|d| rel(d))
+                .collect::<Result<Vec<_>>>()?,
+            change_move: recovery::Move {
+                from: format!("changes/{slug}"),
+                to: rel(target)?,
+            },
         };
-        if let Err(e) = restored {
-            log::error!("archive rollback: cannot restore {}: {e}", p.path.display());
+        recovery::write_intent(&ws.changes_dir(), &intent)?;
+        Ok(intent)
+    })();
+    if result.is_err() {
+        for t in &temps {
+            let _ = std::fs::remove_file(t);
+        }
+        for d in created_dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
         }
     }
-    for dir in created_dirs.iter().rev() {
-        let _ = std::fs::remove_dir(dir);
-    }
+    result
 }
 
 fn invalid(capability: &str, slug: &str, what: String) -> Error {

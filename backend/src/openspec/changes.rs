@@ -6,6 +6,7 @@ use super::spec::{self, RequirementBlock};
 use super::stamp::Stamps;
 use super::tasks::{self, Task};
 use super::{fsio, markdown, paths, Error, Result, Workspace};
+use crate::bounded::bounded;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -126,7 +127,10 @@ fn subfolders_checked(dir: &Path, strict: bool) -> Result<Vec<String>> {
                 paths::NAME_PATTERN
             )));
         } else {
-            log::debug!("skipping {}: not a valid name", dir.join(&name).display());
+            log::debug!(
+                "skipping {}: not a valid name",
+                bounded(&dir.join(&name).to_string_lossy())
+            );
         }
     }
     names.sort_unstable();
@@ -159,7 +163,7 @@ impl Workspace {
 
     /// The archive folder name of `slug`, if archived.
     pub fn find_archived(&self, slug: &str) -> Option<String> {
-        let entries = std::fs::read_dir(self.archive_dir()).ok()?;
+        let entries = std::fs::read_dir(self.checked_archive_dir().ok()?).ok()?;
         entries
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -175,7 +179,11 @@ impl Workspace {
             let dir = match self.change_dir(&slug) {
                 Ok(d) => d,
                 Err(e) => {
-                    log::warn!("skipping change {slug}: {e}");
+                    log::warn!(
+                        "skipping change {}: {}",
+                        bounded(&slug),
+                        bounded(&e.to_string())
+                    );
                     continue;
                 }
             };
@@ -194,8 +202,14 @@ impl Workspace {
         Ok(out)
     }
 
+    /// `changes/archive`, refused when it is a symlink leading out of the workspace (it is
+    /// then neither read nor written through).
+    pub fn checked_archive_dir(&self) -> Result<PathBuf> {
+        paths::resolve_for_write(self.root(), &self.archive_dir())
+    }
+
     pub fn list_archived(&self) -> Result<Vec<ArchivedChange>> {
-        let archive = self.archive_dir();
+        let archive = self.checked_archive_dir()?;
         let mut out = Vec::new();
         for name in subfolders(&archive)? {
             let date = (name.len() > 11
@@ -312,7 +326,11 @@ impl Workspace {
             let path = match self.spec_path(&capability) {
                 Ok(p) => p,
                 Err(e) => {
-                    log::warn!("skipping spec {capability}: {e}");
+                    log::warn!(
+                        "skipping spec {}: {}",
+                        bounded(&capability),
+                        bounded(&e.to_string())
+                    );
                     continue;
                 }
             };

@@ -54,23 +54,27 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
     let temp = dir.join(temp_name(&name));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|e| Error::io("cannot create", &temp, e))?;
-        file.write_all(contents)
-            .map_err(|e| Error::io("cannot write", &temp, e))?;
-        file.sync_all()
-            .map_err(|e| Error::io("cannot fsync", &temp, e))?;
+    let result = write_synced(&temp, contents).and_then(|()| {
         std::fs::rename(&temp, path).map_err(|e| Error::io("cannot rename onto", path, e))?;
         sync_dir(dir)
-    })();
+    });
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
     result
+}
+
+/// Creates `path` (which must not exist), writes `contents` and fsyncs the file.
+pub fn write_synced(path: &Path, contents: &[u8]) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Error::io("cannot create", path, e))?;
+    file.write_all(contents)
+        .map_err(|e| Error::io("cannot write", path, e))?;
+    file.sync_all()
+        .map_err(|e| Error::io("cannot fsync", path, e))
 }
 
 /// Makes a rename or create in `dir` durable.

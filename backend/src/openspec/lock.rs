@@ -1,41 +1,89 @@
 //! A lock shared by every process using the workspace, including replicas on other hosts
-//! sharing the volume: a file created with O_EXCL (`create_new`) in `changes/`, holding the
-//! holder's pid, host, start time and a random token.
+//! sharing the volume: a file `changes/.openspec.lock` created with O_EXCL (`create_new`),
+//! holding its owner (host, pid, process start time), a random token and a lease.
 //!
-//! A lock left by a crash is taken over when its holder is a dead pid on this same host, or
-//! when it is older than [`STALE_AFTER`] (a holder on another host cannot be probed; mutations
-//! take milliseconds, so minutes is generous).
+//! The lease: the holder writes `renewed_ms` (wall clock, ms since the epoch) and `lease_ms`;
+//! a thread renews it every [`LEASE`]/3 while the lock is held, so even a long archive keeps
+//! it. A lock is taken over (stale) when
+//! - it is empty or garbled and its file is older than [`UNREADABLE_GRACE`] (a writer sits
+//!   between create and write for microseconds; a crash there leaves an empty file);
+//! - its holder is on this host and its pid is dead, or alive with another start time than
+//!   recorded (`/proc/<pid>/stat` field 22: the pid was reused, e.g. pid 1 in a restarted
+//!   container);
+//! - its lease expired (`renewed_ms + lease_ms` is past), whatever the host.
+//!
+//! A live holder with a valid lease is never robbed. Leases compare wall clocks of different
+//! hosts: they assume clocks agree within a few seconds (NTP), far less than the 30 s lease.
+//!
+//! Takeover is serialised by a guard file (`.openspec.stale-guard`, O_EXCL): under it the
+//! contender re-reads and re-judges the lock, renames it to a unique name, checks the moved
+//! content is what it judged, and removes it; the lock is then won by O_EXCL create as usual.
+//! Two contenders judging the same stale lock therefore never move each other's fresh lock.
+//!
+//! Taking the lock also finishes an archive a crash interrupted (see `recovery`).
 
-use super::{Error, Result};
+use super::{fsio, recovery, Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const LOCK_FILE: &str = ".openspec.lock";
-pub const STALE_AFTER: Duration = Duration::from_secs(300);
+/// Serialises takeovers; the `.openspec.stale-` prefix keeps it out of backups.
+const GUARD_FILE: &str = ".openspec.stale-guard";
+/// How long a holder's lease lasts without renewal; renewed every third of it.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// An unreadable (empty, garbled) lock younger than this may be a writer between create and
+/// write, and is left alone.
+pub const UNREADABLE_GRACE: Duration = Duration::from_secs(2);
+/// A guard left by a crash in the middle of a takeover is removed after this.
+const GUARD_STALE: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(15);
 
 #[derive(Debug)]
 pub struct WorkspaceLock {
     path: PathBuf,
     token: String,
+    renewer: Option<(mpsc::Sender<PathBuf>, std::thread::JoinHandle<()>)>,
 }
 
+/// The content of a lock file: `key=value` lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Holder {
-    pid: u32,
-    host: String,
-    created_ms: u64,
-    token: String,
+pub struct Holder {
+    pub pid: u32,
+    pub host: String,
+    /// Start time of the process in clock ticks since boot (0 when unknown).
+    pub start: u64,
+    pub created_ms: u64,
+    pub renewed_ms: u64,
+    pub lease_ms: u64,
+    pub token: String,
 }
 
 impl Holder {
-    fn parse(s: &str) -> Option<Holder> {
+    /// This process, now.
+    pub fn me() -> Holder {
+        let now = now_ms();
+        Holder {
+            pid: std::process::id(),
+            host: hostname(),
+            start: process_start(std::process::id()).unwrap_or(0),
+            created_ms: now,
+            renewed_ms: now,
+            lease_ms: LEASE.as_millis() as u64,
+            token: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Holder> {
         let mut h = Holder {
             pid: 0,
             host: String::new(),
+            start: 0,
             created_ms: 0,
+            renewed_ms: 0,
+            lease_ms: 0,
             token: String::new(),
         };
         for line in s.lines() {
@@ -43,38 +91,86 @@ impl Holder {
             match k {
                 "pid" => h.pid = v.parse().ok()?,
                 "host" => h.host = v.to_string(),
+                "start" => h.start = v.parse().ok()?,
                 "created_ms" => h.created_ms = v.parse().ok()?,
+                "renewed_ms" => h.renewed_ms = v.parse().ok()?,
+                "lease_ms" => h.lease_ms = v.parse().ok()?,
                 "token" => h.token = v.to_string(),
                 _ => {}
             }
         }
-        (!h.token.is_empty()).then_some(h)
+        if h.token.is_empty() || h.pid == 0 || h.host.is_empty() {
+            return None;
+        }
+        // A lock written before leases existed: its creation time starts the lease.
+        if h.renewed_ms == 0 {
+            h.renewed_ms = h.created_ms;
+        }
+        if h.lease_ms == 0 {
+            h.lease_ms = LEASE.as_millis() as u64;
+        }
+        Some(h)
     }
 
-    fn render(&self) -> String {
+    pub fn render(&self) -> String {
         format!(
-            "pid={}\nhost={}\ncreated_ms={}\ntoken={}\n",
-            self.pid, self.host, self.created_ms, self.token
+            "pid={}\nhost={}\nstart={}\ncreated_ms={}\nrenewed_ms={}\nlease_ms={}\ntoken={}\n",
+            self.pid,
+            self.host,
+            self.start,
+            self.created_ms,
+            self.renewed_ms,
+            self.lease_ms,
+            self.token
         )
     }
 
     fn describe(&self) -> String {
         let age = now_ms().saturating_sub(self.created_ms) / 1000;
-        format!("pid {} on host {} ({age}s ago)", self.pid, self.host)
+        let left = (self.renewed_ms + self.lease_ms).saturating_sub(now_ms()) / 1000;
+        format!(
+            "pid {} on host {} (taken {age}s ago, lease valid {left}s more)",
+            self.pid,
+            crate::bounded::bounded(&self.host)
+        )
+    }
+
+    /// Why this holder no longer holds the lock, or `None` while it does.
+    fn stale_reason(&self) -> Option<String> {
+        let now = now_ms();
+        if now > self.renewed_ms.saturating_add(self.lease_ms) {
+            return Some(format!(
+                "lease expired {}s ago",
+                (now - self.renewed_ms - self.lease_ms) / 1000
+            ));
+        }
+        if self.host != hostname() || !Path::new("/proc/self/stat").exists() {
+            return None; // cannot probe another host's (or a /proc-less) process table
+        }
+        match process_start(self.pid) {
+            None => Some(format!("pid {} is not running", self.pid)),
+            Some(start) if self.start != 0 && start != self.start => Some(format!(
+                "pid {} is another process now (started at tick {start}, not {})",
+                self.pid, self.start
+            )),
+            Some(_) => None,
+        }
     }
 }
 
 impl WorkspaceLock {
-    /// Takes the lock in `dir`, waiting up to `wait` for a live holder to release it; after
-    /// that, a Conflict naming the holder.
+    /// Takes the lock in `dir` (a `changes/` folder), waiting up to `wait` for a live
+    /// holder to release it; after that, a Conflict naming the holder. Once taken, an
+    /// archive a crash interrupted is finished or undone before returning.
     pub fn acquire(dir: &Path, wait: Duration) -> Result<WorkspaceLock> {
+        let lock = Self::acquire_plain(dir, wait)?;
+        recovery::recover(dir)?;
+        Ok(lock)
+    }
+
+    /// The lock alone, without recovery.
+    pub fn acquire_plain(dir: &Path, wait: Duration) -> Result<WorkspaceLock> {
         let path = dir.join(LOCK_FILE);
-        let me = Holder {
-            pid: std::process::id(),
-            host: hostname(),
-            created_ms: now_ms(),
-            token: uuid::Uuid::new_v4().to_string(),
-        };
         let deadline = std::time::Instant::now() + wait;
         loop {
             match std::fs::OpenOptions::new()
@@ -83,28 +179,26 @@ impl WorkspaceLock {
                 .open(&path)
             {
                 Ok(mut file) => {
-                    let me = Holder {
-                        created_ms: now_ms(),
-                        ..me
-                    };
+                    let me = Holder::me();
                     let written = file
                         .write_all(me.render().as_bytes())
                         .and_then(|_| file.sync_all());
-                    let lock = WorkspaceLock {
+                    let mut lock = WorkspaceLock {
                         path: path.clone(),
-                        token: me.token,
+                        token: me.token.clone(),
+                        renewer: None,
                     };
                     written.map_err(|e| Error::io("cannot write lock", &path, e))?;
+                    lock.renewer = Some(spawn_renewer(path.clone(), me));
                     return Ok(lock);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(Error::io("cannot create lock", &path, e)),
             }
-            // Held: by a live process, or left behind?
             let holder_text = std::fs::read_to_string(&path).unwrap_or_default();
             let holder = Holder::parse(&holder_text);
-            if is_stale(&path, holder.as_ref()) {
-                take_over(&path, &holder_text);
+            if judge(&path, &holder_text).is_some() {
+                take_over(dir, &path);
                 continue;
             }
             if std::time::Instant::now() >= deadline {
@@ -115,25 +209,32 @@ impl WorkspaceLock {
                     "the workspace is locked by {who}; another change operation is in progress"
                 ))
                 .with_hint(format!(
-                    "retry shortly; a lock older than {}s is taken over",
-                    STALE_AFTER.as_secs()
+                    "retry shortly; a lock whose holder died or whose {}s lease expired is \
+                     taken over",
+                    LEASE.as_secs()
                 )));
             }
             std::thread::sleep(POLL);
         }
     }
-}
 
-impl WorkspaceLock {
     /// The lock file's folder was moved to `new_dir` while held (a restore swapped the
-    /// `changes/` folder out): release the lock where it now is.
+    /// `changes/` folder out): renew and release the lock where it now is.
     pub fn release_moved(mut self, new_dir: &Path) {
         self.path = new_dir.join(LOCK_FILE);
+        if let Some((tx, _)) = &self.renewer {
+            let _ = tx.send(self.path.clone());
+        }
     }
 }
 
 impl Drop for WorkspaceLock {
     fn drop(&mut self) {
+        // Stop renewing first, so the file is not rewritten after removal.
+        if let Some((tx, handle)) = self.renewer.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
         // Remove only our own lock: if it was taken over as stale, it now belongs to another.
         match std::fs::read_to_string(&self.path) {
             Ok(s) if Holder::parse(&s).is_some_and(|h| h.token == self.token) => {
@@ -147,55 +248,118 @@ impl Drop for WorkspaceLock {
     }
 }
 
-fn is_stale(path: &Path, holder: Option<&Holder>) -> bool {
-    match holder {
-        Some(h) => {
-            if h.host == hostname() && h.pid != std::process::id() && !pid_alive(h.pid) {
-                return true;
+/// Renews the lease every third of it until the sender is dropped; a path sent means the
+/// lock moved there.
+fn spawn_renewer(
+    path: PathBuf,
+    mut me: Holder,
+) -> (mpsc::Sender<PathBuf>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<PathBuf>();
+    let handle = std::thread::spawn(move || {
+        let mut path = path;
+        loop {
+            match rx.recv_timeout(LEASE / 3) {
+                Ok(moved) => path = moved,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
-            now_ms().saturating_sub(h.created_ms) > STALE_AFTER.as_millis() as u64
+            let ours = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| Holder::parse(&s))
+                .is_some_and(|h| h.token == me.token);
+            if !ours {
+                return; // released, moved away or taken over: nothing to renew
+            }
+            me.renewed_ms = now_ms();
+            if let Err(e) = fsio::atomic_write(&path, me.render().as_bytes()) {
+                log::error!("cannot renew lock {}: {e}", path.display());
+            }
         }
-        // Empty or garbled: a holder between create and write, or a crash right there. Judge
-        // by the file's age.
-        None => std::fs::metadata(path)
+    });
+    (tx, handle)
+}
+
+/// Why the lock whose content is `text` is stale, or `None` when it is held.
+fn judge(path: &Path, text: &str) -> Option<String> {
+    match Holder::parse(text) {
+        Some(h) => h
+            .stale_reason()
+            .map(|why| format!("{}: {why}", h.describe())),
+        None => {
+            let age = std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())?;
+            (age > UNREADABLE_GRACE).then(|| {
+                format!(
+                    "unreadable lock ({} bytes, {}s old)",
+                    text.len(),
+                    age.as_secs()
+                )
+            })
+        }
+    }
+}
+
+/// Removes the stale lock at `path` under the takeover guard; the caller then competes for
+/// the lock by O_EXCL create. Any failure just means "retry".
+fn take_over(dir: &Path, path: &Path) {
+    let guard = dir.join(GUARD_FILE);
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&guard)
+        .is_err()
+    {
+        // Another contender is taking over right now, or one crashed doing so.
+        let old = std::fs::metadata(&guard)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > STALE_AFTER),
+            .is_some_and(|age| age > GUARD_STALE);
+        if old {
+            let _ = std::fs::remove_file(&guard);
+        }
+        return;
     }
+    // Under the guard: judge again (another contender may have won in the meantime).
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    if let Some(why) = judge(path, &text) {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let aside = dir.join(format!(
+            ".openspec.stale-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        if std::fs::rename(path, &aside).is_ok() {
+            let moved = std::fs::read_to_string(&aside).unwrap_or_default();
+            if moved == text {
+                log::warn!(
+                    "took over stale workspace lock {}: {}",
+                    path.display(),
+                    crate::bounded::bounded(&why)
+                );
+                recovery::request_sweep();
+            } else if let Err(e) = std::fs::hard_link(&aside, path) {
+                // The holder renewed between our read and the rename: it was alive.
+                log::error!(
+                    "lock {}: moved a renewed lock aside and could not restore it: {e}",
+                    path.display()
+                );
+            }
+            let _ = std::fs::remove_file(&aside);
+        }
+    }
+    let _ = std::fs::remove_file(&guard);
 }
 
-/// Moves the stale lock aside, then checks it was the one judged stale: if another process
-/// took over first and we moved its fresh lock, put that back (hard_link refuses to replace).
-fn take_over(path: &Path, judged: &str) {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let aside = path.with_extension(format!(
-        "stale-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    if std::fs::rename(path, &aside).is_err() {
-        return; // gone already: someone released or took it over; just retry
-    }
-    let moved = std::fs::read_to_string(&aside).unwrap_or_default();
-    if moved == judged {
-        log::warn!(
-            "took over stale workspace lock {} ({})",
-            path.display(),
-            judged.replace('\n', " ")
-        );
-    } else if let Err(e) = std::fs::hard_link(&aside, path) {
-        log::error!(
-            "lock {}: moved a fresh lock aside and could not restore it: {e}",
-            path.display()
-        );
-    }
-    let _ = std::fs::remove_file(&aside);
-}
-
-fn pid_alive(pid: u32) -> bool {
-    // Without /proc (not Linux) we cannot tell: assume alive and rely on the age rule.
-    !Path::new("/proc/self").exists() || Path::new("/proc").join(pid.to_string()).exists()
+/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks after boot); `None` when the
+/// process does not exist or there is no /proc.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// This host's name, as written into lock files (and backup manifests).
@@ -208,7 +372,7 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -216,54 +380,5 @@ fn now_ms() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exclusive_then_released() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = WorkspaceLock::acquire(dir.path(), Duration::ZERO).unwrap();
-        let err = WorkspaceLock::acquire(dir.path(), Duration::from_millis(30)).unwrap_err();
-        assert_eq!(err.kind, super::super::ErrorKind::Conflict);
-        assert!(
-            err.message.contains(&format!("pid {}", std::process::id())),
-            "{}",
-            err.message
-        );
-        drop(a);
-        assert!(!dir.path().join(LOCK_FILE).exists());
-        WorkspaceLock::acquire(dir.path(), Duration::ZERO).unwrap();
-    }
-
-    #[test]
-    fn dead_holder_on_this_host_is_taken_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let dead = Holder {
-            pid: u32::MAX - 7,
-            host: hostname(),
-            created_ms: now_ms(),
-            token: "t".into(),
-        };
-        std::fs::write(dir.path().join(LOCK_FILE), dead.render()).unwrap();
-        WorkspaceLock::acquire(dir.path(), Duration::ZERO).unwrap();
-    }
-
-    #[test]
-    fn live_holder_on_other_host_is_respected_until_old() {
-        let dir = tempfile::tempdir().unwrap();
-        let fresh = Holder {
-            pid: 1,
-            host: "elsewhere".into(),
-            created_ms: now_ms(),
-            token: "t".into(),
-        };
-        std::fs::write(dir.path().join(LOCK_FILE), fresh.render()).unwrap();
-        assert!(WorkspaceLock::acquire(dir.path(), Duration::ZERO).is_err());
-        let old = Holder {
-            created_ms: now_ms() - STALE_AFTER.as_millis() as u64 - 1000,
-            ..fresh
-        };
-        std::fs::write(dir.path().join(LOCK_FILE), old.render()).unwrap();
-        WorkspaceLock::acquire(dir.path(), Duration::ZERO).unwrap();
-    }
-}
+#[path = "lock_tests.rs"]
+mod tests;

@@ -11,6 +11,7 @@ pub mod fsio;
 pub mod lock;
 pub mod markdown;
 pub mod paths;
+pub mod recovery;
 pub mod spec;
 pub mod stamp;
 pub mod tasks;

@@ -201,10 +201,11 @@ impl Registry {
     ) -> Result<ToolOutput, ToolError> {
         let Some(&index) = self.by_name.get(name) else {
             let names: Vec<&str> = self.defs.iter().map(|d| d.name).collect();
-            return Err(
-                ToolError::new(ErrorCode::UnknownTool, format!("unknown tool: {name}"))
-                    .with_hint(format!("available tools: {}", names.join(", "))),
-            );
+            return Err(ToolError::new(
+                ErrorCode::UnknownTool,
+                format!("unknown tool: {}", crate::bounded::bounded(name)),
+            )
+            .with_hint(format!("available tools: {}", names.join(", "))));
         };
         let input = Input::new(input, self.defs[index].input_schema.get("properties"))?;
         self.tools[index].call(&self.workspace, &input, progress)
