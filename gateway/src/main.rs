@@ -13,6 +13,7 @@ mod edge;
 mod metrics;
 mod policy;
 mod proxy;
+mod request;
 mod routing;
 mod server;
 mod shutdown;

@@ -1,6 +1,9 @@
 //! The Pingora `ProxyHttp` implementation. It only sequences the phases of a request; each
-//! phase is a short list of named steps delegating to its module: redirect, routing, limits,
-//! splits, balancing, upstream peers, headers, compression, errors, metrics and the access log.
+//! phase is a short list of named steps delegating to its module: the request phase's steps in
+//! `request.rs` (identify, strictness, path, redirect, route, body limit, rate zone, pool),
+//! balancing and peers in `upstream/`, failures and retries in `upstream/retry.rs`, response
+//! headers and gzip in `edge/`, errors through `edge/respond.rs`, metrics and the access log in
+//! `telemetry.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,30 +23,16 @@ use crate::edge::errors::{GatewayError, NO_HEALTHY_BACKEND};
 use crate::edge::headers::{self, ResponseHeaders};
 use crate::edge::respond::Reply;
 use crate::edge::strict;
-use crate::policy::zones::Verdict;
-use crate::routing::Target;
-use crate::state::{Shared, State};
+use crate::request::{drain_body, request_steps};
+use crate::state::Shared;
 use crate::telemetry;
 use crate::upstream::balance::hash;
 use crate::upstream::balance::stats::InFlight;
 use crate::upstream::peer::build_peer;
+use crate::upstream::retry::{record_backend_failure, retry_elsewhere};
 
 pub struct GatewayProxy {
     pub shared: Arc<Shared>,
-}
-
-/// Whether a request step wrote the response itself (the request ends there).
-type Answered = bool;
-
-/// Refused bodies up to this size are read and dropped before the 413 goes out, so the client
-/// sees the answer instead of a reset (HTTP/2 streams with unread data get RST_STREAM).
-const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
-
-async fn drain_body(session: &mut Session) {
-    let drained = tokio::time::timeout(Duration::from_secs(5), session.drain_request_body()).await;
-    if !matches!(drained, Ok(Ok(()))) {
-        log::debug!("request body not drained before 413");
-    }
 }
 
 #[async_trait]
@@ -338,275 +327,5 @@ impl ProxyHttp for GatewayProxy {
         // Release the backend slot and the stream gauge now rather than when Pingora drops ctx.
         ctx.attempt.slot = None;
         ctx.stream = None;
-    }
-}
-
-// --- request phase steps -------------------------------------------------------------------
-
-/// The request phase: each step either answers the request itself (and it ends there) or
-/// passes it on; the last one picks the pool.
-async fn request_steps(session: &mut Session, ctx: &mut Ctx, state: &State) -> Result<Answered> {
-    identify_client(session, ctx, state);
-    allow_pipelining(session);
-    if refuse_malformed(session, ctx, state).await? {
-        return Ok(true);
-    }
-    if normalize_path(session, ctx, state).await? {
-        return Ok(true);
-    }
-    if redirect_to_https(session, ctx, state).await? {
-        return Ok(true);
-    }
-    let Some(route) = find_route(session, ctx, state).await? else {
-        return Ok(true);
-    };
-    if refuse_declared_body(session, ctx, state, route).await? {
-        return Ok(true);
-    }
-    if apply_rate_zone(session, ctx, state, route).await? {
-        return Ok(true);
-    }
-    choose_target(session, ctx, state, route);
-    Ok(false)
-}
-
-/// Request id, TLS, and the client: behind a trusted proxy the address its header names (nginx's
-/// realip), which zones, splits, hashing, X-Real-IP and the access log all see.
-fn identify_client(session: &Session, ctx: &mut Ctx, state: &State) {
-    ctx.request_id = headers::request_id(session.req_header());
-    if let Some(ssl) = session.digest().and_then(|d| d.ssl_digest.as_ref()) {
-        ctx.conn.tls = true;
-        ctx.conn.tls_version = Some(ssl.version.clone());
-    }
-    ctx.conn.peer_ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
-    ctx.conn.client_ip = ctx.conn.peer_ip.map(|peer| {
-        crate::edge::real_ip::client_ip(&state.config.real_ip, peer, session.req_header())
-    });
-    if let Some(ip) = ctx.conn.client_ip {
-        ctx.conn.client = ip.to_string();
-    }
-}
-
-/// RFC 9112 section 9.3.2: Pingora answers pipelined requests in order only when asked;
-/// otherwise it closes after the first response (announced keep-alive) and drops the next.
-fn allow_pipelining(session: &mut Session) {
-    session.as_downstream_mut().set_pipelining_enabled(true);
-}
-
-/// The error envelope under the global header policy, logged with the target cut to ~200
-/// bytes; the connection closes.
-async fn refuse(session: &mut Session, ctx: &Ctx, state: &State, err: &GatewayError) -> Result<()> {
-    let target = String::from_utf8_lossy(session.req_header().raw_path());
-    log::info!(
-        "refused request {} from {}: {}: {}",
-        ctx.request_id,
-        ctx.conn.client,
-        err.message,
-        strict::bounded(&target)
-    );
-    Reply::error(err, &ctx.request_id)
-        .send(
-            session,
-            &state.global_headers,
-            ctx.conn.tls,
-            &ctx.request_id,
-        )
-        .await
-}
-
-/// What nginx refuses and Pingora lets through (`edge::strict`): ambiguous framing, Host,
-/// header limits (`large_client_header_buffers`), illegal characters in the target.
-async fn refuse_malformed(session: &mut Session, ctx: &mut Ctx, state: &State) -> Result<Answered> {
-    match strict::check_session(session.as_downstream(), &state.config.limits) {
-        Ok(()) => Ok(false),
-        Err(err) => refuse(session, ctx, state, &err).await.map(|()| true),
-    }
-}
-
-/// nginx normalises the path before it matches a location (`edge::path`); the normalised path
-/// is routed on and sent upstream. One that cannot be normalised safely is a 400.
-async fn normalize_path(session: &mut Session, ctx: &mut Ctx, state: &State) -> Result<Answered> {
-    match strict::normalized(session.req_header()) {
-        Ok(normalized) => {
-            ctx.normalized = normalized;
-            Ok(false)
-        }
-        Err(err) => refuse(session, ctx, state, &err).await.map(|()| true),
-    }
-}
-
-/// Plain HTTP: 301 to HTTPS unless the path is exempt.
-async fn redirect_to_https(
-    session: &mut Session,
-    ctx: &mut Ctx,
-    state: &State,
-) -> Result<Answered> {
-    let Some(redirect) = state.redirect.as_ref().filter(|_| !ctx.conn.tls) else {
-        return Ok(false);
-    };
-    let req = session.req_header();
-    if redirect.is_exempt(ctx.path(req)) {
-        return Ok(false);
-    }
-    let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let location = redirect.location(headers::request_host(req), pq);
-    ctx.redirected = true;
-    Reply::redirect(location)
-        .send(session, &state.global_headers, false, &ctx.request_id)
-        .await?;
-    Ok(true)
-}
-
-/// The route by host and path; none answers the gateway's own 404.
-async fn find_route(session: &mut Session, ctx: &mut Ctx, state: &State) -> Result<Option<usize>> {
-    let req = session.req_header();
-    let path = ctx.path(req);
-    if let Some(index) = state.router.find(headers::request_host(req), path) {
-        ctx.route = Some(index);
-        return Ok(Some(index));
-    }
-    let err = GatewayError::not_found(strict::bounded(path));
-    Reply::error(&err, &ctx.request_id)
-        .send(
-            session,
-            &state.global_headers,
-            ctx.conn.tls,
-            &ctx.request_id,
-        )
-        .await?;
-    Ok(None)
-}
-
-/// A declared body over the route's limit: 413 before reading or connecting anything.
-async fn refuse_declared_body(
-    session: &mut Session,
-    ctx: &mut Ctx,
-    state: &State,
-    route: usize,
-) -> Result<Answered> {
-    let route = &state.routes[route];
-    if route.max_body_size == 0 {
-        return Ok(false);
-    }
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let Some(n) = declared.filter(|n| *n > route.max_body_size) else {
-        return Ok(false);
-    };
-    if n <= DRAIN_LIMIT {
-        drain_body(session).await;
-    }
-    let err = GatewayError::too_large(route.max_body_size);
-    Reply::error(&err, &ctx.request_id)
-        .send(session, &route.headers, ctx.conn.tls, &ctx.request_id)
-        .await?;
-    Ok(true)
-}
-
-/// The route's rate zone (nginx's limit_req): pass, wait, or refuse.
-async fn apply_rate_zone(
-    session: &mut Session,
-    ctx: &mut Ctx,
-    state: &State,
-    route: usize,
-) -> Result<Answered> {
-    let route = &state.routes[route];
-    let Some(limit) = &route.limit else {
-        return Ok(false);
-    };
-    match limit.check(session.req_header(), ctx.conn.client_ip) {
-        Verdict::Pass => Ok(false),
-        Verdict::Wait(d) => {
-            tokio::time::sleep(d).await;
-            Ok(false)
-        }
-        Verdict::Reject { retry_after } => {
-            limit
-                .refusal(&ctx.request_id, retry_after)
-                .send(session, &route.headers, ctx.conn.tls, &ctx.request_id)
-                .await?;
-            Ok(true)
-        }
-    }
-}
-
-/// The pool: a split picks it (weights, stickiness, force header, health); a route without a
-/// split has one target.
-fn choose_target(session: &Session, ctx: &mut Ctx, state: &State, route: usize) {
-    let route = &state.routes[route];
-    ctx.target = 0;
-    if let Some(split) = &route.split {
-        let pick = split.choose(
-            &route.targets,
-            session.req_header(),
-            ctx.conn.client_ip,
-            ctx.conn.tls,
-        );
-        ctx.split.picked = true;
-        ctx.split.cookie = pick.set_cookie;
-        ctx.target = pick.index;
-    }
-    ctx.attempt.retries_left = route.retries;
-}
-
-// --- upstream failure bookkeeping ----------------------------------------------------------
-
-/// The request's target, on the state it runs on (an Arc clone, so `ctx` stays free to update).
-fn current_target(ctx: &Ctx) -> Option<(Arc<State>, usize, usize)> {
-    let state = ctx.state.clone()?;
-    let route = ctx.route?;
-    state.routes.get(route)?.targets.get(ctx.target)?;
-    Some((state, route, ctx.target))
-}
-
-fn target_of(state: &State, route: usize, target: usize) -> &Target {
-    &state.routes[route].targets[target]
-}
-
-/// Passive health (nginx's `max_fails`/`fail_timeout`): count a failure of the attempt's backend.
-fn record_backend_failure(ctx: &Ctx, peer: &HttpPeer) {
-    let (Some((state, route, target)), Some(attempt)) =
-        (current_target(ctx), ctx.attempt.slot.as_ref())
-    else {
-        return;
-    };
-    let pool = &target_of(&state, route, target).pool;
-    if attempt
-        .stats()
-        .record_failure(pool.max_fails, pool.fail_timeout)
-    {
-        log::warn!(
-            "pool {}: backend {} marked down for {:?} after {} failures",
-            pool.name,
-            peer,
-            pool.fail_timeout,
-            pool.max_fails
-        );
-    }
-}
-
-/// The one retry path: the failed backend is not tried again; retry while the route allows
-/// and the pool has another backend, else give up.
-fn retry_elsewhere(ctx: &mut Ctx, e: &mut Error) {
-    let Some((state, route, target)) = current_target(ctx) else {
-        e.set_retry(false);
-        return;
-    };
-    let t = target_of(&state, route, target);
-    if let Some(addr) = ctx.attempt.backend.take() {
-        ctx.attempt.tried.push(addr);
-    }
-    if ctx.attempt.retries_left > 0 && t.pool.select(b"", &ctx.attempt.tried).is_some() {
-        ctx.attempt.retries_left -= 1;
-        t.metrics.retries.inc();
-    } else {
-        e.set_retry(false);
     }
 }

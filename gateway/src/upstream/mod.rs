@@ -6,3 +6,4 @@ pub mod discovery;
 pub mod health;
 pub mod maintenance;
 pub mod peer;
+pub mod retry;

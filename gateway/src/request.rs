@@ -1,0 +1,247 @@
+//! The request phase: each step either answers the request itself (redirect, 400, 404, 413,
+//! 429: the request ends there) or passes it on; the last one picks the pool. The `ProxyHttp`
+//! impl calls [`request_steps`] from `request_filter`.
+
+use std::time::Duration;
+
+use pingora::proxy::Session;
+use pingora::Result;
+
+use crate::context::Ctx;
+use crate::edge::errors::GatewayError;
+use crate::edge::headers;
+use crate::edge::respond::Reply;
+use crate::edge::strict;
+use crate::policy::zones::Verdict;
+use crate::state::State;
+
+/// Whether a request step wrote the response itself (the request ends there).
+type Answered = bool;
+
+/// Refused bodies up to this size are read and dropped before the 413 goes out, so the client
+/// sees the answer instead of a reset (HTTP/2 streams with unread data get RST_STREAM).
+const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
+
+pub async fn drain_body(session: &mut Session) {
+    let drained = tokio::time::timeout(Duration::from_secs(5), session.drain_request_body()).await;
+    if !matches!(drained, Ok(Ok(()))) {
+        log::debug!("request body not drained before 413");
+    }
+}
+
+/// The request phase: each step either answers the request itself (and it ends there) or
+/// passes it on; the last one picks the pool.
+pub async fn request_steps(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    state: &State,
+) -> Result<Answered> {
+    identify_client(session, ctx, state);
+    allow_pipelining(session);
+    if refuse_malformed(session, ctx, state).await? {
+        return Ok(true);
+    }
+    if normalize_path(session, ctx, state).await? {
+        return Ok(true);
+    }
+    if redirect_to_https(session, ctx, state).await? {
+        return Ok(true);
+    }
+    let Some(route) = find_route(session, ctx, state).await? else {
+        return Ok(true);
+    };
+    if refuse_declared_body(session, ctx, state, route).await? {
+        return Ok(true);
+    }
+    if apply_rate_zone(session, ctx, state, route).await? {
+        return Ok(true);
+    }
+    choose_target(session, ctx, state, route);
+    Ok(false)
+}
+
+/// Request id, TLS, and the client: behind a trusted proxy the address its header names (nginx's
+/// realip), which zones, splits, hashing, X-Real-IP and the access log all see.
+fn identify_client(session: &Session, ctx: &mut Ctx, state: &State) {
+    ctx.request_id = headers::request_id(session.req_header());
+    if let Some(ssl) = session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+        ctx.conn.tls = true;
+        ctx.conn.tls_version = Some(ssl.version.clone());
+    }
+    ctx.conn.peer_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    ctx.conn.client_ip = ctx.conn.peer_ip.map(|peer| {
+        crate::edge::real_ip::client_ip(&state.config.real_ip, peer, session.req_header())
+    });
+    if let Some(ip) = ctx.conn.client_ip {
+        ctx.conn.client = ip.to_string();
+    }
+}
+
+/// RFC 9112 section 9.3.2: Pingora answers pipelined requests in order only when asked;
+/// otherwise it closes after the first response (announced keep-alive) and drops the next.
+fn allow_pipelining(session: &mut Session) {
+    session.as_downstream_mut().set_pipelining_enabled(true);
+}
+
+/// The error envelope under the global header policy, logged with the target cut to ~200
+/// bytes; the connection closes.
+async fn refuse(session: &mut Session, ctx: &Ctx, state: &State, err: &GatewayError) -> Result<()> {
+    let target = String::from_utf8_lossy(session.req_header().raw_path());
+    log::info!(
+        "refused request {} from {}: {}: {}",
+        ctx.request_id,
+        ctx.conn.client,
+        err.message,
+        strict::bounded(&target)
+    );
+    Reply::error(err, &ctx.request_id)
+        .send(
+            session,
+            &state.global_headers,
+            ctx.conn.tls,
+            &ctx.request_id,
+        )
+        .await
+}
+
+/// What nginx refuses and Pingora lets through (`edge::strict`): ambiguous framing, Host,
+/// header limits (`large_client_header_buffers`), illegal characters in the target.
+async fn refuse_malformed(session: &mut Session, ctx: &mut Ctx, state: &State) -> Result<Answered> {
+    match strict::check_session(session.as_downstream(), &state.config.limits) {
+        Ok(()) => Ok(false),
+        Err(err) => refuse(session, ctx, state, &err).await.map(|()| true),
+    }
+}
+
+/// nginx normalises the path before it matches a location (`edge::path`); the normalised path
+/// is routed on and sent upstream. One that cannot be normalised safely is a 400.
+async fn normalize_path(session: &mut Session, ctx: &mut Ctx, state: &State) -> Result<Answered> {
+    match strict::normalized(session.req_header()) {
+        Ok(normalized) => {
+            ctx.normalized = normalized;
+            Ok(false)
+        }
+        Err(err) => refuse(session, ctx, state, &err).await.map(|()| true),
+    }
+}
+
+/// Plain HTTP: 301 to HTTPS unless the path is exempt.
+async fn redirect_to_https(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    state: &State,
+) -> Result<Answered> {
+    let Some(redirect) = state.redirect.as_ref().filter(|_| !ctx.conn.tls) else {
+        return Ok(false);
+    };
+    let req = session.req_header();
+    if redirect.is_exempt(ctx.path(req)) {
+        return Ok(false);
+    }
+    let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = redirect.location(headers::request_host(req), pq);
+    ctx.redirected = true;
+    Reply::redirect(location)
+        .send(session, &state.global_headers, false, &ctx.request_id)
+        .await?;
+    Ok(true)
+}
+
+/// The route by host and path; none answers the gateway's own 404.
+async fn find_route(session: &mut Session, ctx: &mut Ctx, state: &State) -> Result<Option<usize>> {
+    let req = session.req_header();
+    let path = ctx.path(req);
+    if let Some(index) = state.router.find(headers::request_host(req), path) {
+        ctx.route = Some(index);
+        return Ok(Some(index));
+    }
+    let err = GatewayError::not_found(strict::bounded(path));
+    Reply::error(&err, &ctx.request_id)
+        .send(
+            session,
+            &state.global_headers,
+            ctx.conn.tls,
+            &ctx.request_id,
+        )
+        .await?;
+    Ok(None)
+}
+
+/// A declared body over the route's limit: 413 before reading or connecting anything.
+async fn refuse_declared_body(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    state: &State,
+    route: usize,
+) -> Result<Answered> {
+    let route = &state.routes[route];
+    if route.max_body_size == 0 {
+        return Ok(false);
+    }
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(n) = declared.filter(|n| *n > route.max_body_size) else {
+        return Ok(false);
+    };
+    if n <= DRAIN_LIMIT {
+        drain_body(session).await;
+    }
+    let err = GatewayError::too_large(route.max_body_size);
+    Reply::error(&err, &ctx.request_id)
+        .send(session, &route.headers, ctx.conn.tls, &ctx.request_id)
+        .await?;
+    Ok(true)
+}
+
+/// The route's rate zone (nginx's limit_req): pass, wait, or refuse.
+async fn apply_rate_zone(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    state: &State,
+    route: usize,
+) -> Result<Answered> {
+    let route = &state.routes[route];
+    let Some(limit) = &route.limit else {
+        return Ok(false);
+    };
+    match limit.check(session.req_header(), ctx.conn.client_ip) {
+        Verdict::Pass => Ok(false),
+        Verdict::Wait(d) => {
+            tokio::time::sleep(d).await;
+            Ok(false)
+        }
+        Verdict::Reject { retry_after } => {
+            limit
+                .refusal(&ctx.request_id, retry_after)
+                .send(session, &route.headers, ctx.conn.tls, &ctx.request_id)
+                .await?;
+            Ok(true)
+        }
+    }
+}
+
+/// The pool: a split picks it (weights, stickiness, force header, health); a route without a
+/// split has one target.
+fn choose_target(session: &Session, ctx: &mut Ctx, state: &State, route: usize) {
+    let route = &state.routes[route];
+    ctx.target = 0;
+    if let Some(split) = &route.split {
+        let pick = split.choose(
+            &route.targets,
+            session.req_header(),
+            ctx.conn.client_ip,
+            ctx.conn.tls,
+        );
+        ctx.split.picked = true;
+        ctx.split.cookie = pick.set_cookie;
+        ctx.target = pick.index;
+    }
+    ctx.attempt.retries_left = route.retries;
+}
