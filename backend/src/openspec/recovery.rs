@@ -59,9 +59,10 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// Set when a stale lock was taken over (its holder may have crashed mid-write): the next
+/// Set at server start-up and when a stale lock was taken over (its holder may have crashed
+/// mid-write; a `backend backup` alone does not sweep): the next
 /// recovery also sweeps stray temp files.
-static SWEEP: AtomicBool = AtomicBool::new(true);
+static SWEEP: AtomicBool = AtomicBool::new(false);
 
 pub fn request_sweep() {
     SWEEP.store(true, Ordering::SeqCst);
@@ -78,6 +79,20 @@ pub fn at_start(ws: &super::Workspace) {
     match super::lock::WorkspaceLock::acquire(&changes, std::time::Duration::from_secs(2)) {
         Ok(lock) => drop(lock),
         Err(e) => log::warn!("start-up recovery skipped: {e}"),
+    }
+}
+
+/// Before a read: when an intent record exists (an archive running now, or interrupted),
+/// take the lock briefly so the read sees the archive entirely done or not at all. A holder
+/// that keeps the lock longer is left alone: the read goes ahead.
+pub fn settle(ws: &super::Workspace) {
+    let changes = ws.changes_dir();
+    if !changes.join(INTENT_FILE).exists() {
+        return;
+    }
+    match super::lock::WorkspaceLock::acquire(&changes, std::time::Duration::from_millis(500)) {
+        Ok(lock) => drop(lock),
+        Err(e) => log::debug!("read without settling the archive record: {e}"),
     }
 }
 

@@ -208,6 +208,11 @@ impl Registry {
             .with_hint(format!("available tools: {}", names.join(", "))));
         };
         let input = Input::new(input, self.defs[index].input_schema.get("properties"))?;
+        if self.defs[index].read_only {
+            // A reader never sees an archive half done: one stat, and only after a crash or
+            // during a running archive a short wait on the lock that finishes it.
+            crate::openspec::recovery::settle(&self.workspace);
+        }
         self.tools[index].call(&self.workspace, &input, progress)
     }
 }
