@@ -233,7 +233,8 @@ fn long_calls_get_heartbeats_then_their_result() {
     std::thread::sleep(Duration::from_millis(800));
     std::fs::remove_file(&lock).unwrap();
     assert!(child.wait().unwrap().success());
-    let lines: Vec<String> = rx.try_iter().map(|(_, l)| l).collect();
+    // Every line: the reader thread ends at curl's EOF, so this cannot block.
+    let lines: Vec<String> = rx.iter().map(|(_, l)| l).collect();
     let heartbeats = lines
         .iter()
         .filter(|l| l.starts_with(": keep-alive"))
@@ -301,7 +302,8 @@ fn sigterm_lets_a_call_in_flight_finish() {
     assert!(b.proc.is_running(), "waits for the call in flight");
     std::fs::remove_file(&lock).unwrap();
     assert!(child.wait().unwrap().success());
-    let rest: Vec<String> = rx.try_iter().map(|(_, l)| l).collect();
+    // Every remaining line: the reader thread ends at curl's EOF, so this cannot block.
+    let rest: Vec<String> = rx.iter().map(|(_, l)| l).collect();
     assert!(
         rest.iter().any(|l| l.contains(r#""type":"result""#)),
         "{rest:#?}"
