@@ -78,7 +78,9 @@ pub struct Ctx {
     /// The state this request started on; kept to its end even if a reload swaps it.
     pub state: Option<Arc<State>>,
     pub route: Option<usize>,
-    pub target: usize,
+    /// The route target (pool) the request phase picked; None for a request answered before
+    /// that (404, 413, 429, ...), which no pool served.
+    pub target: Option<usize>,
     pub request_id: String,
     pub conn: Connection,
     pub attempt: Attempt,
@@ -102,7 +104,7 @@ impl Ctx {
         Ctx {
             state: None,
             route: None,
-            target: 0,
+            target: None,
             request_id: String::new(),
             conn: Connection::default(),
             attempt: Attempt::default(),
@@ -129,7 +131,7 @@ impl Ctx {
     }
 
     pub fn target(&self) -> Option<&Target> {
-        self.route()?.targets.get(self.target)
+        self.route()?.targets.get(self.target?)
     }
 
     /// The path routing sees: normalised.

@@ -88,7 +88,8 @@ impl ProxyHttp for GatewayProxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no state"))?;
         let route = &state.routes
             [route.ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?];
-        let pool = &route.targets[*target].pool;
+        let target = target.ok_or_else(|| Error::explain(ErrorType::InternalError, "no target"))?;
+        let pool = &route.targets[target].pool;
         let key: &[u8] = match &pool.balance {
             config::Balance::Hash(how) => {
                 let ip = conn
@@ -320,7 +321,9 @@ impl ProxyHttp for GatewayProxy {
                 ctx.route().and_then(|r| r.split.as_ref()),
                 session.response_written(),
             ) {
-                split.observe(ctx.target, resp.status.as_u16());
+                if let Some(target) = ctx.target {
+                    split.observe(target, resp.status.as_u16());
+                }
             }
         }
         telemetry::finish(session, e, ctx);

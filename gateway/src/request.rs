@@ -231,7 +231,7 @@ async fn apply_rate_zone(
 /// split has one target.
 fn choose_target(session: &Session, ctx: &mut Ctx, state: &State, route: usize) {
     let route = &state.routes[route];
-    ctx.target = 0;
+    ctx.target = Some(0);
     if let Some(split) = &route.split {
         let pick = split.choose(
             &route.targets,
@@ -241,7 +241,7 @@ fn choose_target(session: &Session, ctx: &mut Ctx, state: &State, route: usize) 
         );
         ctx.split.picked = true;
         ctx.split.cookie = pick.set_cookie;
-        ctx.target = pick.index;
+        ctx.target = Some(pick.index);
     }
     ctx.attempt.retries_left = route.retries;
 }

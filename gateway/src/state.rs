@@ -37,6 +37,9 @@ pub struct RouteRt {
     pub limit: Option<RouteLimiter>,
     /// The split the targets come from (`split = ...`).
     pub split: Option<Arc<SplitRt>>,
+    /// Metrics of requests the route answered before a pool was picked (413, 429), as
+    /// `pool="-"`, so they never count against a split's first pool.
+    pub unpooled: RouteMetrics,
 }
 
 pub struct State {
@@ -132,6 +135,7 @@ impl State {
                 retries: r.retries,
                 headers,
                 active_streams: METRICS.active_streams.with_label_values(&[&r.name]),
+                unpooled: RouteMetrics::new(&r.name, "-"),
                 limit: r
                     .limit
                     .as_ref()

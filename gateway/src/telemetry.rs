@@ -14,8 +14,8 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
     let elapsed = ctx.timing.start.elapsed().as_secs_f64();
 
     if let Some(state) = ctx.state.as_ref() {
-        match ctx.target() {
-            Some(t) => {
+        match (ctx.target(), ctx.route()) {
+            (Some(t), _) => {
                 t.metrics.count(status);
                 t.metrics.duration.observe(elapsed);
                 if let Some(c) = ctx.timing.connect {
@@ -28,11 +28,16 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
                     t.metrics.response.observe(r);
                 }
             }
-            None if ctx.redirected => {
+            // Answered by the route before a pool was picked (413, 429).
+            (None, Some(r)) => {
+                r.unpooled.count(status);
+                r.unpooled.duration.observe(elapsed);
+            }
+            (None, None) if ctx.redirected => {
                 state.redirected.count(status);
                 state.redirected.duration.observe(elapsed);
             }
-            None => {
+            (None, None) => {
                 state.unrouted.count(status);
                 state.unrouted.duration.observe(elapsed);
             }
@@ -48,7 +53,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
     let req = session.req_header();
     let (route, pool) = match (ctx.route(), ctx.target()) {
         (Some(r), Some(t)) => (&*r.name, &*t.pool.name),
-        (Some(r), None) => (&*r.name, ""),
+        (Some(r), None) => (&*r.name, "-"),
         _ => ("", ""),
     };
     let backend = ctx

@@ -191,3 +191,35 @@ def test_canary_rollback_on_5xx_until_reload(procs, tmp_path):
         assert asyncio.run(drive(100)).count(500) > 0
     finally:
         server.shutdown()
+
+
+def test_requests_refused_before_the_split_count_against_no_pool(procs, tmp_path):
+    """A 429 from the route's zone (and a 413) happens before the split picks a pool: it must
+    not be counted as the first pool's (which would skew canary-vs-stable comparisons)."""
+    stable, canary = start_upstream(procs, "stable"), start_upstream(procs, "canary")
+    body = split_body(stable, canary, (50, 50)).replace('split = "mcp"\n', '''split = "mcp"
+limit = { zone = "z", burst = 0, nodelay = true }
+max_body_size = "1k"
+''') + '''
+[zones.z]
+rate = "1r/m"
+'''
+    gw = PolicyGateway(procs, tmp_path, body)
+
+    async def go() -> list[int]:
+        c = Conn(gw.http_port)
+        statuses = []
+        for _ in range(4):
+            status, _, _ = await c.request("GET", "/whoami", {})
+            statuses.append(status)
+        await c.close()
+        return statuses
+
+    statuses = asyncio.run(go())
+    assert statuses[0] == 200 and statuses[1:] == [429, 429, 429], statuses
+    text = gw.metrics_text()
+    pooled = sum(metric_sum(text, "gateway_requests_total", route="/", pool=p)
+                 for p in ("stable", "canary"))
+    assert pooled == 1, text
+    assert metric_sum(text, "gateway_requests_total", route="/", pool="-",
+                      status_class="4xx") == 3, text

@@ -14,8 +14,9 @@ use crate::state::State;
 fn current_target(ctx: &Ctx) -> Option<(Arc<State>, usize, usize)> {
     let state = ctx.state.clone()?;
     let route = ctx.route?;
-    state.routes.get(route)?.targets.get(ctx.target)?;
-    Some((state, route, ctx.target))
+    let target = ctx.target?;
+    state.routes.get(route)?.targets.get(target)?;
+    Some((state, route, target))
 }
 
 fn target_of(state: &State, route: usize, target: usize) -> &Target {
