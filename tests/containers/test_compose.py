@@ -37,10 +37,14 @@ class Stack:
         self.root = root
         self.env = {**podman_env(), "COMPOSE_DIR": str(root), "COMPOSE_PROJECT_NAME": PROJECT}
         self.compose_file = "docker-compose.yml"
+        # Anonymous volumes of containers that `down` (without -v) removed along the way.
+        self.seen_volumes: set[str] = set()
 
     def compose(self, *args: str, check: bool = True, timeout: float = 300,
                 input: bytes | None = None) -> subprocess.CompletedProcess:
         env = {**self.env, "COMPOSE_FILE": self.compose_file}
+        if args and args[0] in ("down", "up", "scale"):
+            self.seen_volumes |= self.anonymous_volumes()
         proc = subprocess.run(["bash", str(COMPOSE_SH), *args], env=env, capture_output=True,
                               timeout=timeout, input=input)
         if check and proc.returncode != 0:
@@ -59,6 +63,20 @@ class Stack:
         if service:
             args += ["--filter", f"label=com.docker.compose.service={service}"]
         return json.loads(podman(*args).stdout or "[]")
+
+    def anonymous_volumes(self) -> set[str]:
+        """The image's VOLUME gives every container that mounts nothing there an anonymous
+        volume; `compose down -v` leaves those behind, so the teardown removes them."""
+        ids = [c["Id"] for c in self.containers(all_=True)]
+        if not ids:
+            return set()
+        found = set()
+        for info in json.loads(podman("inspect", *ids).stdout or "[]"):
+            for m in info.get("Mounts", []):
+                name = m.get("Name", "")
+                if m.get("Type") == "volume" and re.fullmatch(r"[0-9a-f]{64}", name):
+                    found.add(name)
+        return found
 
     def write_env(self, **extra: str) -> None:
         values = {
@@ -157,7 +175,10 @@ def stack(tmp_path_factory):
     logs = s.compose("logs", "--tail", "30", check=False)
     print(logs.stdout.decode(errors="replace")[-6000:])
     s.compose_file = f"docker-compose.yml:{CANARY_FILE}"
+    anonymous = s.anonymous_volumes() | s.seen_volumes
     s.compose("down", "-v", check=False)
+    if anonymous:
+        podman("volume", "rm", "-f", *sorted(anonymous), check=False)
 
 
 # --- the steps -------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def names():
     made = {"containers": [], "volumes": []}
     yield made
     for c in made["containers"]:
-        podman("rm", "-f", "-t", "0", c, check=False)
+        podman("rm", "-f", "-v", "-t", "0", c, check=False)
     for v in made["volumes"]:
         podman("volume", "rm", "-f", v, check=False)
 
@@ -88,7 +88,7 @@ def test_seeding_fills_an_empty_volume_once_and_the_backend_is_healthy(names):
     listing = podman("exec", name, "ls", "/app/workspace/openspec").stdout.split()
     assert {"specs", "changes"} <= set(listing)
     # A second start on the now-seeded volume leaves it alone.
-    podman("rm", "-f", "-t", "0", name)
+    podman("rm", "-f", "-v", "-t", "0", name)
     again = podman("run", "--rm", "-e", "SEED_WORKSPACE=example", "-v", f"{vol}:/app/workspace",
                    IMAGE, "sh", "-c", "/usr/local/bin/entrypoint true && ls -a /app/workspace")
     assert "seeded" not in again.stderr
