@@ -167,3 +167,40 @@ def tls_cert(tmp_path_factory) -> tuple[Path, Path]:
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True)
     return cert, key
+
+
+def start_nginx(procs: list, tmp: Path, upstream: str, server: str, http_extra: str = "") -> int:
+    """Debian's nginx in the foreground under `tmp`, in front of `upstream` (the body of its
+    `upstream up { ... }` block) with `server` (the lines of its one `server` block, after
+    `listen`). Returns the port it listens on."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
+        (tmp / d).mkdir(parents=True, exist_ok=True)
+    (tmp / "nginx.conf").write_text(f"""
+user root;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/logs/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    {http_extra}
+    upstream up {{ {upstream} }}
+    server {{
+        listen 127.0.0.1:{port};
+        {server}
+    }}
+}}
+""")
+    p = Proc("nginx", [nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"])
+    procs.append(p)
+    if not wait_for_port(port):
+        raise RuntimeError(f"nginx did not listen:\n{p.log()}")
+    return port
+

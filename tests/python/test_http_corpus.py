@@ -8,15 +8,13 @@ upstream; pipelined requests are all answered; the upstream only sees normalised
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from conftest import Proc, wait_for_port
-from policy_harness import PolicyGateway, distinct_ports
+from conftest import start_nginx
+from policy_harness import PolicyGateway
 
 H = b"Host: x\r\n"
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -190,43 +188,16 @@ def rejected(statuses: list[int]) -> bool:
     return not statuses or statuses[0] >= 400
 
 
-def start_nginx(procs, tmp: Path, upstream_port: int) -> int:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    (port,) = distinct_ports(1)
-    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
-        (tmp / d).mkdir(parents=True, exist_ok=True)
-    (tmp / "nginx.conf").write_text(f"""
-user root;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/logs/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    upstream up {{ server 127.0.0.1:{upstream_port}; keepalive 8; }}
-    server {{
-        listen 127.0.0.1:{port};
+NGINX_LOCATIONS = """
         proxy_http_version 1.1;
         proxy_set_header Connection "";
-        location = /mcp {{ proxy_pass http://up; }}
-        location /mcp/ {{ proxy_pass http://up; }}
-        location = /health {{ proxy_pass http://up; }}
-        location = /health/live {{ proxy_pass http://up; }}
-        location = /health/ready {{ proxy_pass http://up; }}
-        location / {{ return 404; }}
-    }}
-}}
-""")
-    p = Proc("nginx", [nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"])
-    procs.append(p)
-    if not wait_for_port(port):
-        raise RuntimeError(f"nginx did not listen:\n{p.log()}")
-    return port
+        location = /mcp { proxy_pass http://up; }
+        location /mcp/ { proxy_pass http://up; }
+        location = /health { proxy_pass http://up; }
+        location = /health/live { proxy_pass http://up; }
+        location = /health/ready { proxy_pass http://up; }
+        location / { return 404; }
+"""
 
 
 def run_corpus(port: int) -> dict[str, list[int]]:
@@ -238,7 +209,8 @@ def run_corpus(port: int) -> dict[str, list[int]]:
 def test_corpus_against_nginx(procs, tmp_path):
     assert len(CASES) >= 40
     gw_up, nginx_up = LoggingUpstream(), LoggingUpstream()
-    nginx_port = start_nginx(procs, tmp_path / "nginx", nginx_up.port)
+    nginx_port = start_nginx(procs, tmp_path / "nginx",
+                             f"server 127.0.0.1:{nginx_up.port}; keepalive 8;", NGINX_LOCATIONS)
     gw = PolicyGateway(procs, tmp_path, f"""
 [pools.up]
 servers = ["127.0.0.1:{gw_up.port}"]

@@ -12,15 +12,14 @@ for jitter, and the assertion prints both sequences."""
 from __future__ import annotations
 
 import http.client
-import shutil
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import Proc, wait_for_port
-from policy_harness import PolicyGateway, distinct_ports, start_upstream
+from conftest import start_nginx
+from policy_harness import PolicyGateway, start_upstream
 
 # (offset ms, cluster size). Rate 10r/s drains 1000 milli-requests per 100 ms; burst 5. Every
 # cluster starts at least 50 ms away from any threshold, so send jitter cannot flip an outcome.
@@ -100,44 +99,19 @@ def drive(port: int) -> list[str]:
     return [o or "-" for o in outs]
 
 
-def start_nginx(procs, tmp: Path, upstream_port: int, options: str) -> int:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    (port,) = distinct_ports(1)
-    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
-        (tmp / d).mkdir(exist_ok=True)
-    (tmp / "nginx.conf").write_text(f"""
-user root;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/logs/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    limit_req_zone $binary_remote_addr zone=z:1m rate=10r/s;
-    limit_req_status 429;
-    upstream up {{ server 127.0.0.1:{upstream_port}; }}
-    server {{
-        listen 127.0.0.1:{port};
+def nginx_with_zone(procs, tmp: Path, upstream_port: int, options: str) -> int:
+    return start_nginx(
+        procs, tmp, f"server 127.0.0.1:{upstream_port};",
+        f"""
         location / {{
             limit_req zone=z burst=5 {options};
             proxy_pass http://up;
         }}
         location /warm/ {{
             proxy_pass http://up;
-        }}
-    }}
-}}
-""")
-    p = Proc("nginx", [nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"])
-    procs.append(p)
-    if not wait_for_port(port):
-        raise RuntimeError(f"nginx did not listen:\n{p.log()}")
-    return port
+        }}""",
+        http_extra="limit_req_zone $binary_remote_addr zone=z:1m rate=10r/s;\n    limit_req_status 429;",
+    )
 
 
 # (nginx limit_req options, the gateway's limit table)
@@ -153,7 +127,7 @@ def test_same_outcomes_as_nginx(procs, tmp_path, case):
     nginx_opts, gw_opts = CASES[case]
     upstream = start_upstream(procs, "up")
     (tmp_path / "nginx").mkdir()
-    nginx_port = start_nginx(procs, tmp_path / "nginx", upstream, nginx_opts)
+    nginx_port = nginx_with_zone(procs, tmp_path / "nginx", upstream, nginx_opts)
     limit = "limit = { zone = \"z\", burst = 5" + (f", {gw_opts}" if gw_opts else "") + " }"
     gw = PolicyGateway(procs, tmp_path, f"""
 [pools.up]
