@@ -286,7 +286,11 @@ fn replicas_join_and_leave_the_pool_as_dns_changes_and_a_failed_lookup_keeps_the
     wait_pool(&gw, &[&r2]);
     let load = Load::start(&gw);
     load.wait_more(&gw, 20);
-    assert!(r2.tools_served() >= 20, "the only replica got no traffic");
+    // The replica counts a request once its response is fully written, a moment after the
+    // client has read it: wait for its counter rather than reading it once.
+    wait_until(&gw, "the only replica to count the traffic", || {
+        r2.tools_served() >= 20
+    });
     assert_eq!(
         r3.tools_served(),
         0,
@@ -313,7 +317,9 @@ fn replicas_join_and_leave_the_pool_as_dns_changes_and_a_failed_lookup_keeps_the
     let gone = r2.tools_served();
     let before3 = r3.tools_served();
     load.wait_more(&gw, 20);
-    assert!(r3.tools_served() >= before3 + 20, "remaining replica idle");
+    wait_until(&gw, "the remaining replica to count the traffic", || {
+        r3.tools_served() >= before3 + 20
+    });
     assert_eq!(
         r2.tools_served(),
         gone,
@@ -340,10 +346,9 @@ fn replicas_join_and_leave_the_pool_as_dns_changes_and_a_failed_lookup_keeps_the
         vec![r3.addr.to_string()],
         "a failed lookup changed the pool"
     );
-    assert!(
-        r3.tools_served() >= before3 + 20,
-        "no traffic after a failed lookup"
-    );
+    wait_until(&gw, "traffic after a failed lookup", || {
+        r3.tools_served() >= before3 + 20
+    });
     assert!(
         gw.proc.log().contains("keeping 1 known address(es)"),
         "{}",
@@ -365,10 +370,9 @@ fn replicas_join_and_leave_the_pool_as_dns_changes_and_a_failed_lookup_keeps_the
         vec![r3.addr.to_string()],
         "a reload during a DNS outage changed the pool"
     );
-    assert!(
-        r3.tools_served() >= before3 + 20,
-        "no traffic after a reload during a DNS outage"
-    );
+    wait_until(&gw, "traffic after a reload during a DNS outage", || {
+        r3.tools_served() >= before3 + 20
+    });
 
     // 5. The name resolves again: the returning address rejoins.
     write_hosts(&hosts, &["127.0.0.2", "127.0.0.3"]);
