@@ -31,6 +31,7 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub config_reloads: IntCounterVec,
     pub access_log_dropped: IntCounter,
+    pub client_timeouts: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -135,6 +136,18 @@ impl Metrics {
             "Access-log lines dropped because the writer fell behind",
         )
         .expect("startup: valid metric");
+        let client_timeouts = IntCounterVec::new(
+            Opts::new(
+                "gateway_client_timeouts_total",
+                "Client connections cut by a client timeout (client_header, keepalive, \
+                 client_body, send)",
+            ),
+            &["timeout"],
+        )
+        .expect("startup: valid metric");
+        for name in ["client_header", "keepalive", "client_body", "send"] {
+            client_timeouts.with_label_values(&[name]);
+        }
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -148,6 +161,7 @@ impl Metrics {
             Box::new(config_generation.clone()),
             Box::new(config_reloads.clone()),
             Box::new(access_log_dropped.clone()),
+            Box::new(client_timeouts.clone()),
         ] {
             registry.register(c).expect("startup: unique metric names");
         }
@@ -172,6 +186,7 @@ impl Metrics {
             config_generation,
             config_reloads,
             access_log_dropped,
+            client_timeouts,
         }
     }
 

@@ -19,6 +19,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::config;
 use crate::context::{Ctx, StreamGuard};
 use crate::edge::compress;
+use crate::edge::conn::ClientConn;
 use crate::edge::errors::{GatewayError, NO_HEALTHY_BACKEND};
 use crate::edge::headers::{self, ResponseHeaders};
 use crate::edge::respond::Reply;
@@ -290,10 +291,12 @@ impl ProxyHttp for GatewayProxy {
                 can_reuse_downstream: false,
             };
         };
-        if session.response_written().is_none() {
-            if err.status == 413 {
-                drain_body(session).await;
-            }
+        // A 100 Continue (the backend's answer to `Expect: 100-continue`) is not the response:
+        // the final one still goes out.
+        let answered = session
+            .response_written()
+            .is_some_and(|r| !r.status.is_informational());
+        if !answered {
             let tls = ctx.conn.tls;
             let policy = match (ctx.state.as_ref(), ctx.route()) {
                 (_, Some(r)) => Some(&r.headers),
@@ -306,6 +309,11 @@ impl ProxyHttp for GatewayProxy {
                 .await;
             if let Err(we) = written {
                 log::debug!("cannot send error response: {we}");
+            }
+            // The rest of a body over the limit is read and dropped after the 413, so that
+            // closing does not reset the connection under it.
+            if err.status == 413 {
+                drain_body(session).await;
             }
         }
         FailToProxy {
@@ -327,6 +335,10 @@ impl ProxyHttp for GatewayProxy {
             }
         }
         telemetry::finish(session, e, ctx);
+        // The next read on this connection waits for another request (keepalive_timeout).
+        if let Some(conn) = ClientConn::of(session.as_downstream()) {
+            conn.request_done();
+        }
         // Release the backend slot and the stream gauge now rather than when Pingora drops ctx.
         ctx.attempt.slot = None;
         ctx.stream = None;

@@ -8,6 +8,7 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 use crate::context::Ctx;
+use crate::edge::conn::ClientConn;
 use crate::edge::errors::GatewayError;
 use crate::edge::headers;
 use crate::edge::respond::Reply;
@@ -18,15 +19,37 @@ use crate::state::State;
 /// Whether a request step wrote the response itself (the request ends there).
 type Answered = bool;
 
-/// Refused bodies up to this size are read and dropped before the 413 goes out, so the client
+/// Refused bodies up to this size are read and dropped after the 413 has gone out, so the client
 /// sees the answer instead of a reset (HTTP/2 streams with unread data get RST_STREAM).
 const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
 
+/// Reads and drops what is left of a refused request body, up to [`DRAIN_LIMIT`] bytes and
+/// 5 seconds (nginx's lingering close does the same job); then the connection closes.
 pub async fn drain_body(session: &mut Session) {
-    let drained = tokio::time::timeout(Duration::from_secs(5), session.drain_request_body()).await;
-    if !matches!(drained, Ok(Ok(()))) {
+    let drain = async {
+        let mut seen = 0u64;
+        while let Some(chunk) = session.read_request_body().await? {
+            seen += chunk.len() as u64;
+            if seen > DRAIN_LIMIT {
+                return Ok(false);
+            }
+        }
+        Ok::<bool, Box<pingora::Error>>(true)
+    };
+    let drained = tokio::time::timeout(Duration::from_secs(5), drain).await;
+    if !matches!(drained, Ok(Ok(true))) {
         log::debug!("request body not drained before 413");
     }
+}
+
+/// `Expect: 100-continue` (RFC 9110 section 10.1.1): the client waits for a 100 before it
+/// sends the body, so a refusal goes out at once, without reading it.
+fn expects_continue(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// The request phase: each step either answers the request itself (and it ends there) or
@@ -37,7 +60,7 @@ pub async fn request_steps(
     state: &State,
 ) -> Result<Answered> {
     identify_client(session, ctx, state);
-    allow_pipelining(session);
+    hold_connection(session, state);
     if refuse_malformed(session, ctx, state).await? {
         return Ok(true);
     }
@@ -80,10 +103,24 @@ fn identify_client(session: &Session, ctx: &mut Ctx, state: &State) {
     }
 }
 
-/// RFC 9112 section 9.3.2: Pingora answers pipelined requests in order only when asked;
-/// otherwise it closes after the first response (announced keep-alive) and drops the next.
-fn allow_pipelining(session: &mut Session) {
-    session.as_downstream_mut().set_pipelining_enabled(true);
+/// How the client connection is held for this request:
+/// * RFC 9112 section 9.3.2: Pingora answers pipelined requests in order only when asked;
+///   otherwise it closes after the first response (announced keep-alive) and drops the next;
+/// * nginx's `client_body_timeout` and `send_timeout` are Pingora's per-read and per-write
+///   timeouts; `keepalive_timeout 0` turns keep-alive off;
+/// * the header is in: its clock (`client_header_timeout`, `edge::conn`) stops.
+fn hold_connection(session: &mut Session, state: &State) {
+    let limits = &state.config.limits;
+    let down = session.as_downstream_mut();
+    down.set_pipelining_enabled(true);
+    down.set_read_timeout(Some(limits.client_body_timeout));
+    down.set_write_timeout(Some(limits.send_timeout));
+    if limits.keepalive_timeout.is_zero() {
+        down.set_keepalive(None);
+    }
+    if let Some(conn) = ClientConn::of(down) {
+        conn.header_read();
+    }
 }
 
 /// The error envelope under the global header policy, logged with the target cut to ~200
@@ -190,13 +227,15 @@ async fn refuse_declared_body(
     let Some(n) = declared.filter(|n| *n > route.max_body_size) else {
         return Ok(false);
     };
-    if n <= DRAIN_LIMIT {
-        drain_body(session).await;
-    }
     let err = GatewayError::too_large(route.max_body_size);
     Reply::error(&err, &ctx.request_id)
         .send(session, &route.headers, ctx.conn.tls, &ctx.request_id)
         .await?;
+    // Like nginx's lingering close: the 413 is out at once, then a body the client sends anyway
+    // is read and dropped, so closing does not reset the connection under the 413.
+    if n <= DRAIN_LIMIT && !expects_continue(session) {
+        drain_body(session).await;
+    }
     Ok(true)
 }
 

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -15,6 +16,7 @@ use crate::access_log;
 use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::Config;
+use crate::edge::conn::Clocked;
 use crate::edge::tls;
 use crate::proxy::GatewayProxy;
 use crate::shutdown::Signals;
@@ -60,6 +62,16 @@ fn server_conf(cfg: &Config, cli: &Cli) -> ServerConf {
     }
 }
 
+/// Connection settings Pingora fixes when the listener starts (a reload does not change them):
+/// nginx's `keepalive_timeout` for idle HTTP/2 connections, and `keepalive_requests`.
+fn server_options(cfg: &Config) -> HttpServerOptions {
+    let l = &cfg.limits;
+    let mut o = HttpServerOptions::default();
+    o.h2_idle_timeout = (!l.keepalive_timeout.is_zero()).then_some(l.keepalive_timeout);
+    o.keepalive_request_limit = Some(l.keepalive_requests);
+    o
+}
+
 pub fn run(cfg: Config, cli: &Cli) -> Result<(), String> {
     let conf = server_conf(&cfg, cli);
     let opt = Opt {
@@ -101,12 +113,19 @@ pub fn run(cfg: Config, cli: &Cli) -> Result<(), String> {
             .map_err(|e| format!("server.pid_file: cannot write {}: {e}", pid_file.display()))?;
     }
 
-    let mut proxy = http_proxy_service_with_name(
+    let mut app = http_proxy(
         &server.configuration,
         GatewayProxy {
             shared: shared.clone(),
         },
-        "gateway proxy",
+    );
+    app.server_options = Some(server_options(&shared.load().config));
+    let mut proxy = Service::new(
+        "gateway proxy".to_string(),
+        Clocked {
+            app: Arc::new(app),
+            shared: shared.clone(),
+        },
     );
     if let Some(h) = &listeners.http {
         proxy.add_listener(ListenerConfig::tcp(h.address.to_string()).l4_buffer(client_buffers()));

@@ -1,10 +1,11 @@
 //! End of a request: count it in the metrics and write its access-log line.
 
 use pingora::proxy::Session;
-use pingora::Error;
+use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::access_log::{self, Entry};
 use crate::context::Ctx;
+use crate::metrics::METRICS;
 
 pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
     let status = session
@@ -41,6 +42,19 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
                 state.unrouted.count(status);
                 state.unrouted.duration.observe(elapsed);
             }
+        }
+    }
+
+    // nginx's client_body_timeout and send_timeout (the header and keep-alive ones are counted
+    // where they happen, in edge::conn).
+    if let Some(err) = e.filter(|err| matches!(err.esource(), ErrorSource::Downstream)) {
+        let which = match err.etype() {
+            ErrorType::ReadTimedout => Some("client_body"),
+            ErrorType::WriteTimedout => Some("send"),
+            _ => None,
+        };
+        if let Some(which) = which {
+            METRICS.client_timeouts.with_label_values(&[which]).inc();
         }
     }
 

@@ -93,6 +93,11 @@ CASES: dict[str, bytes] = {
     "health_metrics": get(b"/health/metrics"),
     "encoded_unreserved": get(b"/%68ealth"),
     "dot_segment": get(b"/mcp/./x"),
+    # Expect: 100-continue (RFC 9110 section 10.1.1): a declared length over the limit
+    # (client_max_body_size / max_body_size, 1m on both) is refused before any 100 Continue,
+    # without waiting for a body the client holds back.
+    "expect_over_declared": post(H + b"Expect: 100-continue\r\nContent-Length: 2000000\r\n", b""),
+    "over_declared": post(H + b"Content-Length: 2000000\r\n", b""),
 }
 
 # Cases every server should serve (200): a regression in either shows here.
@@ -257,6 +262,8 @@ pool = "up"
     # The pipelined requests reached the upstream once each, in order.
     paths = [r.split(" ")[1] for r in seen]
     assert paths.count("/mcp/1") == 1 and paths.count("/mcp/2") == 2, paths
+    # No 100 Continue before the refusal of a body the route cannot take.
+    assert got["expect_over_declared"] == expected["expect_over_declared"] == [413], table
     # The gateway's own refusals are its JSON envelope.
     s = socket.create_connection(("127.0.0.1", gw.http_port), timeout=5)
     s.sendall(CASES["cl_and_te"])
@@ -264,3 +271,65 @@ pool = "up"
     s.close()
     assert reply.startswith(b"HTTP/1.1 400") and b'"code":"BAD_REQUEST"' in reply, reply
     assert b"connection: close" in reply.lower(), reply
+
+
+def expect_then_chunks(port: int, total: int) -> tuple[bytes, int, bool]:
+    """POST /mcp with `Expect: 100-continue` and a chunked body of `total` bytes sent after the
+    100 (or after 1 s without one, as curl does). Returns (first status line, bytes sent before
+    the server stopped taking them, whether the connection was reset before a final status)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Expect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n")
+    s.settimeout(1)
+    got = b""
+    try:
+        got = s.recv(65536)
+    except socket.timeout:
+        pass
+    sent = 0
+    chunk = b"%x\r\n" % 65536 + b"x" * 65536 + b"\r\n"
+    s.settimeout(10)
+    try:
+        while sent < total:
+            s.sendall(chunk)
+            sent += 65536
+        s.sendall(b"0\r\n\r\n")
+    except OSError:
+        pass
+    reset = False
+    try:
+        while b"\r\n\r\n" not in got.split(b"100 Continue\r\n\r\n")[-1]:
+            more = s.recv(65536)
+            if not more:
+                break
+            got += more
+    except ConnectionResetError:
+        reset = True
+    except socket.timeout:
+        pass
+    s.close()
+    final = got.split(b"100 Continue\r\n\r\n")[-1]
+    return final.split(b"\r\n")[0], sent, reset and not final.startswith(b"HTTP/")
+
+
+def test_expect_continue_refusal_reaches_the_client(procs, tmp_path, start_backend):
+    """The real backend answers `Expect: 100-continue` with a 100; a chunked body over the
+    route's limit then gets the 413 envelope, never a reset, as nginx gives its 413."""
+    backend = start_backend()
+    nginx_port = start_nginx(procs, tmp_path / "nginx", f"server 127.0.0.1:{backend.port};",
+                             NGINX_LOCATIONS)
+    gw = PolicyGateway(procs, tmp_path, f"""
+[pools.up]
+servers = ["127.0.0.1:{backend.port}"]
+
+[[routes]]
+path = "/mcp"
+pool = "up"
+""")
+    for total in (3_000_000, 6_000_000):
+        gw_line, gw_sent, gw_reset = expect_then_chunks(gw.http_port, total)
+        ng_line, ng_sent, ng_reset = expect_then_chunks(nginx_port, total)
+        print(f"\n  {total} bytes: gateway {gw_line!r} (reset {gw_reset}), "
+              f"nginx {ng_line!r} (reset {ng_reset})")
+        assert ng_line.startswith(b"HTTP/1.1 413"), ng_line
+        assert gw_line.startswith(b"HTTP/1.1 413") and not gw_reset, (gw_line, gw_sent)

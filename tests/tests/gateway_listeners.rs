@@ -96,19 +96,23 @@ fn tls_versions_ciphers_resumption_and_alpn() {
     // A CBC suite outside Mozilla intermediate is refused.
     let (ok, text) = s_client(&gw, &["-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA"]);
     assert!(!ok, "CBC cipher accepted: {text}");
-    // Session resumption, TLS 1.2 and 1.3.
+    // Session resumption, TLS 1.2 and 1.3, by ticket and (-no_ticket) from the server's
+    // session cache (nginx's ssl_session_cache).
     let dir = tempfile::tempdir().unwrap();
     for flag in ["-tls1_2", "-tls1_3"] {
-        let sess = dir.path().join(format!("sess{flag}"));
-        let sess = sess.to_str().unwrap();
-        let (ok, _) = s_client(&gw, &[flag, "-sess_out", sess]);
-        assert!(ok);
-        let (ok, text) = s_client(&gw, &[flag, "-sess_in", sess]);
-        assert!(ok);
-        assert!(
-            text.contains("Reused,"),
-            "{flag}: session not resumed: {text}"
-        );
+        for how in ["-ticket", "-no_ticket"] {
+            let sess = dir.path().join(format!("sess{flag}{how}"));
+            let sess = sess.to_str().unwrap();
+            let extra: &[&str] = if how == "-no_ticket" { &[how] } else { &[] };
+            let (ok, _) = s_client(&gw, &[&[flag, "-sess_out", sess], extra].concat());
+            assert!(ok);
+            let (ok, text) = s_client(&gw, &[&[flag, "-sess_in", sess], extra].concat());
+            assert!(ok);
+            assert!(
+                text.contains("Reused,"),
+                "{flag} {how}: session not resumed: {text}"
+            );
+        }
     }
     // curl negotiates h2 by ALPN, and HTTP/1.1 when asked.
     assert_eq!(gw.curl_https("/whoami", &["--http2"]).http_version, "2");

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use toml::Table;
 
@@ -63,6 +64,11 @@ fn limits(ctx: &mut Ctx, v: &toml::Value) -> Option<Limits> {
         "header_line_size",
         "header_total_size",
         "strict_request_target",
+        "client_header_timeout",
+        "client_body_timeout",
+        "send_timeout",
+        "keepalive_timeout",
+        "keepalive_requests",
     ];
     let s = Section::new(&mut ctx.errs, "limits".into(), v, &allowed)?;
     let e = &mut ctx.errs;
@@ -82,10 +88,43 @@ fn limits(ctx: &mut Ctx, v: &toml::Value) -> Option<Limits> {
             format!("{line} bytes is more than header_total_size ({total})"),
         );
     }
+    let header_timeout = s.duration_or(e, "client_header_timeout", d::CLIENT_HEADER_TIMEOUT);
+    let body_timeout = s.duration_or(e, "client_body_timeout", d::CLIENT_BODY_TIMEOUT);
+    let send_timeout = s.duration_or(e, "send_timeout", d::SEND_TIMEOUT);
+    for (k, t) in [
+        ("client_header_timeout", header_timeout),
+        ("client_body_timeout", body_timeout),
+        ("send_timeout", send_timeout),
+    ] {
+        if t < Duration::from_millis(100) {
+            e.add(s.key(k), format!("{t:?} is too short (100ms at least)"));
+        }
+    }
+    let keepalive_timeout = s.duration_or(e, "keepalive_timeout", d::KEEPALIVE_TIMEOUT);
+    if !keepalive_timeout.is_zero() && keepalive_timeout < Duration::from_secs(1) {
+        e.add(
+            s.key("keepalive_timeout"),
+            format!(
+                "{keepalive_timeout:?} is too short (0 turns keep-alive off, else 1s at least)"
+            ),
+        );
+    }
+    let keepalive_requests = s.int_or(
+        e,
+        "keepalive_requests",
+        d::KEEPALIVE_REQUESTS,
+        1,
+        u32::MAX as u64,
+    ) as u32;
     Some(Limits {
         header_line_size: line as usize,
         header_total_size: total as usize,
         strict_request_target: s.bool_or(e, "strict_request_target", true),
+        client_header_timeout: header_timeout,
+        client_body_timeout: body_timeout,
+        send_timeout,
+        keepalive_timeout,
+        keepalive_requests,
     })
 }
 

@@ -91,3 +91,15 @@ pub const HEADER_LINE_SIZE: u64 = 8 << 10;
 pub const HEADER_TOTAL_SIZE: u64 = 32 << 10;
 /// Pingora refuses a header section over 1 MiB itself (its `MAX_HEADER_SIZE`, a constant).
 pub const HEADER_MAX_SIZE: u64 = (1 << 20) - 1;
+
+/// nginx's `client_header_timeout 60s`: the whole request header, from its first byte (and the
+/// wait for the first request on a new connection).
+pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `client_body_timeout 60s`: between two reads of the request body.
+pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `send_timeout 60s`: between two writes of the response the client does not accept.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `keepalive_timeout 75s`: an idle keep-alive connection, HTTP/1.1 and HTTP/2 alike.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// nginx's `keepalive_requests 1000`: requests on one HTTP/1.1 connection before it closes.
+pub const KEEPALIVE_REQUESTS: u64 = 1000;

@@ -67,8 +67,9 @@ pub enum AccessLog {
     File(PathBuf),
 }
 
-/// `[limits]`: how much of a request the gateway reads, and how strictly (nginx's
-/// `large_client_header_buffers`).
+/// `[limits]`: how much of a request the gateway reads, how strictly (nginx's
+/// `large_client_header_buffers`) and how long it waits for the client (nginx's client
+/// timeouts, under their nginx names).
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Longest request line or header line, bytes (414 / 431 above). Default 8k.
@@ -79,6 +80,18 @@ pub struct Limits {
     /// target: Pingora turns the raw characters into those escapes before the gateway sees
     /// them. Default true.
     pub strict_request_target: bool,
+    /// The whole request header from its first byte, and the first request on a new
+    /// connection; the connection is closed when it runs out. Default 60s.
+    pub client_header_timeout: Duration,
+    /// Between two reads of the request body: 408. Default 60s.
+    pub client_body_timeout: Duration,
+    /// Between two writes the client does not accept: the connection is closed. Default 60s.
+    pub send_timeout: Duration,
+    /// An idle keep-alive connection (HTTP/1.1 between requests, HTTP/2 with no open stream)
+    /// is closed after this. 0 turns HTTP/1.1 keep-alive off. Default 75s.
+    pub keepalive_timeout: Duration,
+    /// Requests on one HTTP/1.1 connection, after which it is closed. Default 1000.
+    pub keepalive_requests: u32,
 }
 
 /// `[listeners.*]`. At least one of `http` / `https` is present.

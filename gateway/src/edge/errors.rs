@@ -76,6 +76,19 @@ impl GatewayError {
             {
                 return None
             }
+            // nginx's client_body_timeout: 408, and the connection closes.
+            ErrorType::ReadTimedout if matches!(e.esource(), ErrorSource::Downstream) => {
+                GatewayError {
+                    status: 408,
+                    code: "REQUEST_TIMEOUT",
+                    message: "the client sent no request body data in time".into(),
+                    hint: "send the body without pausing longer than the gateway's client_body_timeout",
+                }
+            }
+            // send_timeout: the client stopped reading; nothing can reach it.
+            ErrorType::WriteTimedout if matches!(e.esource(), ErrorSource::Downstream) => {
+                return None
+            }
             _ if matches!(e.esource(), ErrorSource::Downstream) => GatewayError {
                 status: 400,
                 code: "BAD_REQUEST",
@@ -96,6 +109,7 @@ impl GatewayError {
 fn code_for(status: u16) -> &'static str {
     match status {
         400 => "BAD_REQUEST",
+        408 => "REQUEST_TIMEOUT",
         404 => "NOT_FOUND",
         413 => "PAYLOAD_TOO_LARGE",
         429 => "RATE_LIMITED",
@@ -160,6 +174,12 @@ mod tests {
         let mut e = Error::new(ErrorType::ReadTimedout);
         e.esource = ErrorSource::Upstream;
         assert_eq!(GatewayError::from_proxy_error(&e, 0).unwrap().status, 504);
+        let mut e = Error::new(ErrorType::ReadTimedout);
+        e.esource = ErrorSource::Downstream;
+        assert_eq!(GatewayError::from_proxy_error(&e, 0).unwrap().status, 408);
+        let mut e = Error::new(ErrorType::WriteTimedout);
+        e.esource = ErrorSource::Downstream;
+        assert!(GatewayError::from_proxy_error(&e, 0).is_none());
         let mut e = Error::new(ErrorType::ConnectRefused);
         e.esource = ErrorSource::Upstream;
         assert_eq!(

@@ -235,6 +235,11 @@ mod tests {
             header_line_size: 64,
             header_total_size: 256,
             strict_request_target: true,
+            client_header_timeout: std::time::Duration::from_secs(60),
+            client_body_timeout: std::time::Duration::from_secs(60),
+            send_timeout: std::time::Duration::from_secs(60),
+            keepalive_timeout: std::time::Duration::from_secs(75),
+            keepalive_requests: 1000,
         }
     }
 

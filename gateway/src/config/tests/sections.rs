@@ -1,6 +1,7 @@
 //! `[listeners]`, `[server]`, `[headers]`, `[gzip]`, `[real_ip]`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::*;
 
@@ -184,6 +185,27 @@ fn limits_default_to_nginx_buffers_and_are_checked() {
     assert_eq!(c.limits.header_line_size, 8 << 10);
     assert_eq!(c.limits.header_total_size, 32 << 10);
     assert!(c.limits.strict_request_target);
+    assert_eq!(c.limits.client_header_timeout, Duration::from_secs(60));
+    assert_eq!(c.limits.client_body_timeout, Duration::from_secs(60));
+    assert_eq!(c.limits.send_timeout, Duration::from_secs(60));
+    assert_eq!(c.limits.keepalive_timeout, Duration::from_secs(75));
+    assert_eq!(c.limits.keepalive_requests, 1000);
+    let c = ok(&format!(
+        "{MINIMAL}\n[limits]\nclient_header_timeout = \"10s\"\nkeepalive_timeout = 0\n\
+         keepalive_requests = 100\nsend_timeout = \"500ms\"\n"
+    ));
+    assert_eq!(c.limits.client_header_timeout, Duration::from_secs(10));
+    assert!(c.limits.keepalive_timeout.is_zero());
+    assert_eq!(c.limits.keepalive_requests, 100);
+    assert_eq!(c.limits.send_timeout, Duration::from_millis(500));
+    let errs = errors(&format!(
+        "{MINIMAL}\n[limits]\nclient_body_timeout = \"10ms\"\nkeepalive_timeout = \"200ms\"\n\
+         keepalive_requests = 0\nclient_header_timeout = \"soon\"\n"
+    ));
+    has(&errs, "limits.client_body_timeout", "too short");
+    has(&errs, "limits.keepalive_timeout", "0 turns keep-alive off");
+    has(&errs, "limits.keepalive_requests", "out of range");
+    has(&errs, "limits.client_header_timeout", "");
     let c = ok(&format!(
         "{MINIMAL}\n[limits]\nheader_line_size = \"16k\"\nheader_total_size = \"64k\"\nstrict_request_target = false\n"
     ));
