@@ -111,16 +111,29 @@ impl ClientConn {
         }
     }
 
-    /// Polls the deadline's timer; Ready when it has passed.
+    /// Polls the deadline's timer; Ready when `deadline` has passed. Deadlines only move later
+    /// on a busy connection (each request pushes the next wait out), so a timer armed for an
+    /// earlier one is left to fire and re-armed then: about one timer reset per timeout period
+    /// rather than one per request.
     fn poll_deadline(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
-        match &mut self.timer {
-            Some(t) if t.deadline() == deadline => {}
-            Some(t) => t.as_mut().reset(deadline),
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-        }
-        match &mut self.timer {
-            Some(t) => std::future::Future::poll(t.as_mut(), cx),
-            None => Poll::Pending,
+        let timer = match &mut self.timer {
+            Some(t) => {
+                if t.deadline() > deadline {
+                    t.as_mut().reset(deadline);
+                }
+                t
+            }
+            None => self
+                .timer
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        loop {
+            match std::future::Future::poll(timer.as_mut(), cx) {
+                Poll::Ready(()) if Instant::now() >= deadline => return Poll::Ready(()),
+                // Fired for an earlier deadline: wait for this one.
+                Poll::Ready(()) => timer.as_mut().reset(deadline),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 
