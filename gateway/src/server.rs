@@ -93,7 +93,12 @@ pub fn run(cfg: Config, cli: &Cli) -> Result<(), String> {
     access_log::init(&cfg.server.access_log)?;
 
     let tls_settings = match &cfg.listeners.https {
-        Some(l) => Some(tls::settings(l)?),
+        Some(l) => {
+            if let Some(f) = &l.stapling_file {
+                log::info!("OCSP stapling from {} (re-read on reload)", f.display());
+            }
+            Some(tls::settings(l)?)
+        }
         None => None,
     };
     let config_path: PathBuf = cfg.file.clone();

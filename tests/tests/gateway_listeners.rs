@@ -1,6 +1,7 @@
 //! The listeners as a client sees them: HTTP → 301 to HTTPS keeping path and query (with exempt
 //! prefixes proxied), TLS 1.2/1.3 only with Mozilla-intermediate ciphers, session resumption,
-//! h2 by ALPN, the request/response headers of the nginx it replaces, and upstream keep-alive.
+//! OCSP stapling, h2 by ALPN, the request/response headers of the nginx it replaces, and
+//! upstream keep-alive.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -181,5 +182,229 @@ fn upstream_connections_are_kept_alive() {
     assert!(
         conns <= 4,
         "upstream saw {conns} connections for 20 requests: {stats}"
+    );
+}
+
+/// `openssl` with `args` in `dir`; panics with its output when it fails.
+fn openssl_in(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a leaf for localhost it signed (chain.pem = leaf + CA), and an OCSP response about the
+/// leaf, signed by the CA, with `state` "V" (good) or "R" (revoked), written to `out`.
+fn ocsp_response(dir: &std::path::Path, state: &str, out: &str) {
+    let serial = Command::new("openssl")
+        .args(["x509", "-in", "leaf.pem", "-noout", "-serial"])
+        .current_dir(dir)
+        .output()
+        .expect("openssl x509");
+    let serial = String::from_utf8_lossy(&serial.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_string();
+    let revoked = if state == "R" { "251201000000Z" } else { "" };
+    std::fs::write(
+        dir.join("index.txt"),
+        format!("{state}\t301231000000Z\t{revoked}\t{serial}\tunknown\t/CN=localhost\n"),
+    )
+    .unwrap();
+    openssl_in(
+        dir,
+        &[
+            "ocsp",
+            "-issuer",
+            "ca.pem",
+            "-cert",
+            "leaf.pem",
+            "-no_nonce",
+            "-reqout",
+            "req.der",
+        ],
+    );
+    openssl_in(
+        dir,
+        &[
+            "ocsp",
+            "-index",
+            "index.txt",
+            "-rsigner",
+            "ca.pem",
+            "-rkey",
+            "ca.key",
+            "-CA",
+            "ca.pem",
+            "-reqin",
+            "req.der",
+            "-respout",
+            out,
+            "-ndays",
+            "1",
+        ],
+    );
+}
+
+fn make_ca_and_leaf(dir: &std::path::Path) {
+    openssl_in(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Test CA",
+        ],
+    );
+    openssl_in(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl_in(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    let chain = [
+        std::fs::read_to_string(dir.join("leaf.pem")).unwrap(),
+        std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(dir.join("chain.pem"), chain).unwrap();
+}
+
+#[test]
+fn ocsp_response_is_stapled_checked_and_re_read_on_reload() {
+    let up = Upstream::start("o");
+    let body = format!(
+        "{}\n[[routes]]\nname = \"all\"\npath = \"/\"\npool = \"p\"\n",
+        pool_toml("p", "least_conn", &[up.addr()], "")
+    );
+    let setup = e2e::gateway::GatewaySetup::new(&body, "");
+    let pki = setup.dir.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    make_ca_and_leaf(&pki);
+    ocsp_response(&pki, "V", "ocsp.der");
+    let original = std::fs::read_to_string(&setup.config_path).unwrap();
+    let mut lines: Vec<String> = Vec::new();
+    for line in original.lines() {
+        if line.starts_with("cert = ") {
+            lines.push(format!("cert = \"{}\"", pki.join("chain.pem").display()));
+            lines.push(format!(
+                "stapling_file = \"{}\"",
+                pki.join("ocsp.der").display()
+            ));
+        } else if line.starts_with("key = ") {
+            lines.push(format!("key = \"{}\"", pki.join("leaf.key").display()));
+        } else {
+            lines.push(line.to_string());
+        }
+    }
+    let config = lines.join("\n");
+    std::fs::write(&setup.config_path, &config).unwrap();
+    let gw = Gateway::start_setup(setup);
+
+    let status = |gw: &Gateway| {
+        let ca = pki.join("ca.pem");
+        let (_, text) = s_client(gw, &["-status", "-CAfile", ca.to_str().unwrap()]);
+        text
+    };
+    let text = status(&gw);
+    assert!(
+        text.contains("OCSP Response Status: successful") && text.contains("Cert Status: good"),
+        "{text}"
+    );
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    // A client that does not ask gets no status.
+    let (_, text) = s_client(&gw, &[]);
+    assert!(!text.contains("OCSP Response Status"), "{text}");
+
+    // The file is re-read on reload: a new response (here: revoked) is stapled from then on.
+    ocsp_response(&pki, "R", "ocsp.der");
+    gw.proc.signal("HUP");
+    gw.wait_status("the reload", std::time::Duration::from_secs(10), |st| {
+        st["generation"] == 2
+    });
+    let text = status(&gw);
+    assert!(text.contains("Cert Status: revoked"), "{text}");
+
+    // `-t` refuses a file that is not an OCSP response, and a response about another
+    // certificate, naming the key.
+    let check = |cfg: &str| {
+        let path = gw.setup.dir.path().join("check.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let out = Command::new(e2e::bin("gateway"))
+            .args(["-t", "-c", path.to_str().unwrap()])
+            .output()
+            .expect("gateway -t");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    std::fs::write(pki.join("junk.der"), b"not der").unwrap();
+    let (ok, err) = check(&config.replace("ocsp.der", "junk.der"));
+    assert!(
+        !ok && err.contains("listeners.https.stapling_file")
+            && err.contains("not a DER OCSP response"),
+        "{err}"
+    );
+    let other = pki.join("other");
+    std::fs::create_dir(&other).unwrap();
+    make_ca_and_leaf(&other);
+    ocsp_response(&other, "V", "ocsp.der");
+    let (ok, err) = check(&config.replace(
+        pki.join("ocsp.der").to_str().unwrap(),
+        other.join("ocsp.der").to_str().unwrap(),
+    ));
+    assert!(
+        !ok && err.contains("gives no status for the certificate"),
+        "{err}"
     );
 }

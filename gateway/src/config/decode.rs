@@ -248,6 +248,7 @@ fn listeners(ctx: &mut Ctx, top: &Section) -> Option<Listeners> {
                 "min_tls",
                 "ciphers",
                 "session_timeout",
+                "stapling_file",
             ],
         )
         .map(|s| https(ctx, &s));
@@ -378,11 +379,27 @@ fn https(ctx: &mut Ctx, s: &Section) -> Option<HttpsListener> {
             e.add(s.key(k), "empty path");
         }
     }
+    let stapling = s.str(e, "stapling_file");
+    if stapling == Some("") {
+        e.add(
+            s.key("stapling_file"),
+            "empty path (omit the key for no stapling)",
+        );
+    }
     let cert = cert.filter(|c| !c.is_empty()).map(|c| ctx.path(c));
     let key = key.filter(|k| !k.is_empty()).map(|k| ctx.path(k));
+    let stapling_file = stapling.filter(|p| !p.is_empty()).map(|p| ctx.path(p));
     let material = match (&cert, &key) {
         (Some(c), Some(k)) if ctx.check_files => {
-            files::load_cert_key(&mut ctx.errs, &s.key("cert"), c, &s.key("key"), k).map(Arc::new)
+            files::load_cert_key(&mut ctx.errs, &s.key("cert"), c, &s.key("key"), k).and_then(
+                |mut ck| {
+                    if let Some(f) = &stapling_file {
+                        let k = s.key("stapling_file");
+                        ck.ocsp = Some(files::load_ocsp(&mut ctx.errs, &k, f, &ck.chain)?);
+                    }
+                    Some(Arc::new(ck))
+                },
+            )
         }
         _ => None,
     };
@@ -394,6 +411,7 @@ fn https(ctx: &mut Ctx, s: &Section) -> Option<HttpsListener> {
         min_tls,
         ciphers,
         session_timeout,
+        stapling_file,
         material,
     })
 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use pingora::protocols::tls::CaType;
 
+use openssl::ocsp::{OcspCertId, OcspResponse, OcspResponseStatus};
+use pingora::tls::hash::MessageDigest;
 use pingora::tls::pkey::PKey;
 use pingora::tls::ssl::{SslContextBuilder, SslMethod};
 use pingora::tls::x509::X509;
@@ -111,7 +113,66 @@ pub fn load_cert_key(
         );
         return None;
     }
-    Some(CertKey { chain, key })
+    Some(CertKey {
+        chain,
+        key,
+        ocsp: None,
+    })
+}
+
+/// An OCSP response to staple (DER, as `openssl ocsp -respout` writes it) must be a successful
+/// one, give a status for the leaf certificate of `chain` (its issuer is the next certificate
+/// in the chain, or the leaf itself when self-signed) and be current (thisUpdate / nextUpdate,
+/// 5 minutes of clock skew). Returns the DER to send.
+pub fn load_ocsp(errs: &mut Errors, key: &str, path: &Path, chain: &[X509]) -> Option<Vec<u8>> {
+    let der = read(errs, key, path)?;
+    let shown = path.display().to_string();
+    let mut fail = |why: String| {
+        errs.add(key, format!("{shown:?}: {why}"));
+        None
+    };
+    let resp = match OcspResponse::from_der(&der) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("not a DER OCSP response ({})", ssl_reason(&e))),
+    };
+    if resp.status() != OcspResponseStatus::SUCCESSFUL {
+        return fail(format!(
+            "the OCSP response is not successful (status {})",
+            resp.status().as_raw()
+        ));
+    }
+    let basic = match resp.basic() {
+        Ok(b) => b,
+        Err(e) => return fail(format!("no basic OCSP response ({})", ssl_reason(&e))),
+    };
+    let leaf = &chain[0];
+    let issuer = chain.get(1).unwrap_or(leaf);
+    let id = match OcspCertId::from_cert(MessageDigest::sha1(), leaf, issuer) {
+        Ok(id) => id,
+        Err(e) => {
+            return fail(format!(
+                "cannot identify the certificate ({})",
+                ssl_reason(&e)
+            ))
+        }
+    };
+    let Some(status) = basic.find_status(&id) else {
+        return fail(
+            "the response gives no status for the certificate in cert (issued by the next \
+             certificate of its chain)"
+                .into(),
+        );
+    };
+    if status.check_validity(300, None).is_err() {
+        return fail(format!(
+            "the response is not current (thisUpdate {}, nextUpdate {}): fetch a new one",
+            status.this_update,
+            status
+                .next_update()
+                .map_or("none".to_string(), |t| t.to_string())
+        ));
+    }
+    Some(der)
 }
 
 /// A CA bundle must hold at least one PEM certificate; returns them parsed.

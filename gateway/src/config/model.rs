@@ -134,6 +134,9 @@ pub struct HttpsListener {
     /// Session resumption lifetime (tickets and cache). Default 10m (the replaced nginx.conf's
     /// `ssl_session_timeout 10m`).
     pub session_timeout: Duration,
+    /// A DER OCSP response for the certificate, stapled to handshakes whose client asks for
+    /// the status (nginx's `ssl_stapling_file`); re-read on reload. Default none.
+    pub stapling_file: Option<PathBuf>,
     /// `cert` and `key` as parsed and matched by the loader: the listener serves exactly what
     /// `-t` checked. None only from [`super::parse`], which reads no files.
     pub material: Option<Arc<CertKey>>,
@@ -145,6 +148,9 @@ pub struct CertKey {
     /// Leaf first, then the chain as in the PEM file.
     pub chain: Vec<X509>,
     pub key: PKey<Private>,
+    /// The `stapling_file` response (DER), checked to be successful, current and about the
+    /// leaf certificate.
+    pub ocsp: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for CertKey {

@@ -1,4 +1,4 @@
-//! The HTTPS listener's certificate, re-read on every reload: the TLS acceptor asks
+//! The HTTPS listener's certificate (and its stapled OCSP response), re-read on every reload: the TLS acceptor asks
 //! [`CurrentCert`] for it during each handshake (Pingora's `TlsAccept::certificate_callback`),
 //! and a reload that loaded the files successfully swaps it. Handshakes in progress and
 //! established connections keep the certificate they started with.
@@ -9,7 +9,9 @@ use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
+use pingora::tls::error::ErrorStack;
 use pingora::tls::ext;
+use pingora::tls::ssl::SslRef;
 
 use crate::config::{CertKey, Config};
 
@@ -31,6 +33,16 @@ pub fn load(cfg: &Config) -> Result<Option<Arc<CertKey>>, String> {
 pub fn install(ck: Option<Arc<CertKey>>) {
     if ck.is_some() {
         CURRENT.store(ck);
+    }
+}
+
+/// The TLS status callback: staples the OCSP response loaded with the certificate in use, if
+/// its config names one (true: a response was attached).
+pub fn staple_ocsp(ssl: &mut SslRef) -> Result<bool, ErrorStack> {
+    let current = CURRENT.load();
+    match current.as_ref().and_then(|ck| ck.ocsp.as_deref()) {
+        Some(der) => ssl.set_ocsp_status(der).map(|()| true),
+        None => Ok(false),
     }
 }
 

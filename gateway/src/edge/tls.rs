@@ -1,7 +1,7 @@
 //! TLS termination settings for the HTTPS listener: Pingora's `TlsSettings` with OpenSSL, from
 //! Mozilla's "intermediate" profile, held to TLS 1.2 (or the configured minimum) through 1.3,
 //! the configured TLS 1.2 cipher list, session resumption (session cache and tickets, with the
-//! configured lifetime) and HTTP/2 by ALPN beside HTTP/1.1.
+//! configured lifetime), OCSP stapling and HTTP/2 by ALPN beside HTTP/1.1.
 
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ALPN;
@@ -42,6 +42,10 @@ pub fn settings(l: &HttpsListener) -> Result<TlsSettings, String> {
     unsafe {
         SSL_CTX_set_timeout(s.as_ptr(), secs);
     }
+    // OCSP stapling (nginx's ssl_stapling_file): the response loaded with the certificate now
+    // in use, for clients that ask (status_request); none configured, none sent.
+    s.set_status_callback(crate::edge::certs::staple_ocsp)
+        .map_err(|e| format!("listeners.https: OCSP stapling: {e}"))?;
     if l.http2 {
         s.enable_h2();
     } else {
