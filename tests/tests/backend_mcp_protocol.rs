@@ -239,3 +239,157 @@ fn unknown_tool_is_a_jsonrpc_error_and_tool_failures_are_results() {
         "{text}"
     );
 }
+
+/// A raw body (not necessarily JSON) POSTed to /mcp as an MCP client sends it.
+fn raw(url: &str, version: Option<&str>, body: &str) -> CurlOut {
+    let mut args = vec![
+        "-X",
+        "POST",
+        url,
+        "-H",
+        "content-type: application/json",
+        "-H",
+        "accept: application/json, text/event-stream",
+        "--data-binary",
+        body,
+    ];
+    let header;
+    if let Some(v) = version {
+        header = format!("mcp-protocol-version: {v}");
+        args.extend_from_slice(&["-H", &header]);
+    }
+    curl(&args)
+}
+
+#[test]
+fn invalid_jsonrpc_gets_jsonrpc_errors_and_undeclared_capabilities_are_not_found() {
+    let ws = workspace_copy();
+    let b = Backend::start(ws.path(), &[]);
+    let url = format!("{}/mcp", b.url);
+    let v = Some("2025-11-25");
+    // JSON-RPC 2.0 section 5.1: -32700 and -32600 with HTTP 400, never a 415 for a body that
+    // did say application/json.
+    for (body, code, id) in [
+        ("{nope", -32700, Value::Null),
+        (
+            r#"{"jsonrpc":"1.0","id":4,"method":"ping"}"#,
+            -32600,
+            json!(4),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+            -32600,
+            Value::Null,
+        ),
+        (r#"{"jsonrpc":"2.0","id":6,"method":7}"#, -32600, json!(6)),
+        (
+            r#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}"#,
+            -32600,
+            Value::Null,
+        ),
+        ("7", -32600, Value::Null),
+    ] {
+        let out = raw(&url, v, body);
+        assert_eq!(out.status, 400, "{body}: {}", out.body);
+        let m = out.json();
+        assert_eq!(m["error"]["code"], code, "{body}: {m}");
+        assert_eq!(m["id"], id, "{body}: {m}");
+        assert_eq!(m["jsonrpc"], "2.0", "{m}");
+    }
+    // tools/call with params that do not fit: -32602 in band (HTTP 200), naming the problem.
+    for body in [
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"arguments":{}}}),
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":5}}),
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"change.list","arguments":5}}),
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call"}),
+    ] {
+        let out = rpc(&url, v, &[], &body);
+        assert_eq!(out.status, 200, "{body}: {}", out.body);
+        let m = &messages(&out)[0];
+        assert_eq!(m["error"]["code"], -32602, "{body}: {m}");
+        assert_eq!(m["id"], 2, "{m}");
+    }
+    // Only tools is declared: the other capabilities' methods are -32601, not empty lists.
+    for method in [
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+        "completion/complete",
+    ] {
+        let params = if method == "completion/complete" {
+            json!({"ref": {"type": "ref/prompt", "name": "x"}, "argument": {"name": "a", "value": "b"}})
+        } else {
+            json!({})
+        };
+        let out = rpc(
+            &url,
+            v,
+            &[],
+            &json!({"jsonrpc":"2.0","id":9,"method":method,"params":params}),
+        );
+        let m = &messages(&out)[0];
+        assert_eq!(m["error"]["code"], -32601, "{method}: {m}");
+    }
+    // The Task API's own plain JSON still gets its envelope for a body that is not JSON.
+    let out = curl(&[
+        "-X",
+        "POST",
+        &url,
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        "{nope",
+    ]);
+    assert_eq!(out.status, 400, "{}", out.body);
+    assert_eq!(out.json()["error"]["code"], "BAD_REQUEST", "{}", out.body);
+}
+
+#[test]
+fn batches_are_received_under_2025_03_26_and_refused_after() {
+    let ws = workspace_copy();
+    let b = Backend::start(ws.path(), &[]);
+    let url = format!("{}/mcp", b.url);
+    let batch = json!([
+        {"jsonrpc":"2.0","id":1,"method":"ping"},
+        {"jsonrpc":"2.0","method":"notifications/initialized"},
+        {"jsonrpc":"2.0","id":"two","method":"tools/call","params":{"name":"change.list","arguments":{}}},
+        {"jsonrpc":"1.0","id":3,"method":"ping"},
+    ]);
+    // 2025-03-26 (and no header: the revision assumed before negotiation) receives batches.
+    for version in [None, Some("2025-03-26")] {
+        let out = rpc(&url, version, &[], &batch);
+        assert_eq!(out.status, 200, "{version:?}: {}", out.body);
+        let answers = out.json();
+        let answers = answers.as_array().expect("an array of responses");
+        assert_eq!(answers.len(), 3, "{answers:?}");
+        let by_id = |id: Value| answers.iter().find(|a| a["id"] == id).cloned();
+        assert!(by_id(json!(1)).expect("ping")["result"].is_object());
+        let call = by_id(json!("two")).expect("tools/call");
+        assert_eq!(call["result"]["isError"], false, "{call}");
+        assert!(call["result"]["structuredContent"]["changes"].is_array());
+        assert_eq!(by_id(json!(3)).expect("invalid")["error"]["code"], -32600);
+    }
+    // Only notifications: 202, no body.
+    let out = rpc(
+        &url,
+        Some("2025-03-26"),
+        &[],
+        &json!([{"jsonrpc":"2.0","method":"notifications/initialized"}]),
+    );
+    assert_eq!(out.status, 202, "{}", out.body);
+    // An empty batch is one invalid request.
+    let out = raw(&url, Some("2025-03-26"), "[]");
+    assert_eq!(out.status, 400);
+    assert_eq!(out.json()["error"]["code"], -32600);
+    // 2025-06-18 removed batching.
+    for version in ["2025-06-18", "2025-11-25"] {
+        let out = rpc(&url, Some(version), &[], &batch);
+        assert_eq!(out.status, 400, "{version}: {}", out.body);
+        let m = out.json();
+        assert_eq!(m["error"]["code"], -32600, "{m}");
+        assert!(
+            m["error"]["message"].as_str().unwrap().contains(version),
+            "{m}"
+        );
+    }
+}

@@ -2,7 +2,9 @@
 //! Streamable HTTP endpoint (stateless, see `http::AppState::new`) and the 2024-11-05 HTTP+SSE
 //! transport (`http::sse_transport`).
 //!
-//! - `tools/list` lists the registry's tools with their input and output schemas.
+//! - `tools/list` lists the registry's tools with their input and output schemas; the
+//!   capabilities not declared (prompts, resources, completions) answer -32601.
+//! - Messages rmcp would misread are answered first by `wire` (-32700, -32600, -32602).
 //! - `tools/call` runs the tool through `exec::Executor`; a tool error (bad slug, conflict,
 //!   timeout, too large) is a result with `isError: true` and the message as text, so the
 //!   model can read it; an unknown tool name is a JSON-RPC error (invalid params).
@@ -12,14 +14,19 @@
 use crate::api_error::ApiError;
 use crate::exec::{Executor, ProgressUpdate};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    InitializeResult, JsonObject, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestMethod,
+    CompleteRequestParams, CompleteResult, ContentBlock, Implementation, InitializeResult,
+    JsonObject, ListPromptsRequestMethod, ListPromptsResult, ListResourceTemplatesRequestMethod,
+    ListResourceTemplatesResult, ListResourcesRequestMethod, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::Value;
 use std::sync::Arc;
+
+pub mod wire;
 
 /// Cheap to clone: rmcp asks for a handler per request in stateless mode.
 #[derive(Clone)]
@@ -81,6 +88,43 @@ impl ServerHandler for McpHandler {
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
         self.tools.iter().find(|t| t.name == name).cloned()
+    }
+
+    // Only `tools` is declared (MCP: a client must not call what the server did not declare,
+    // and a server answers such a method with -32601); rmcp's defaults would answer empty
+    // lists for prompts, resources and completions.
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        Err(McpError::method_not_found::<ListPromptsRequestMethod>())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        Err(McpError::method_not_found::<ListResourcesRequestMethod>())
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Err(McpError::method_not_found::<
+            ListResourceTemplatesRequestMethod,
+        >())
+    }
+
+    async fn complete(
+        &self,
+        _request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        Err(McpError::method_not_found::<CompleteRequestMethod>())
     }
 
     async fn list_tools(
