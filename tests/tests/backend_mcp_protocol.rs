@@ -6,7 +6,11 @@ use e2e::{curl, workspace_copy, Backend, CurlOut};
 use serde_json::{json, Value};
 
 fn rpc(url: &str, version: Option<&str>, extra: &[&str], body: &Value) -> CurlOut {
-    let body = body.to_string();
+    raw_with(url, version, extra, &body.to_string())
+}
+
+/// A raw body (not necessarily JSON) POSTed to /mcp as an MCP client sends it.
+fn raw_with(url: &str, version: Option<&str>, extra: &[&str], body: &str) -> CurlOut {
     let mut args = vec![
         "-X",
         "POST",
@@ -16,7 +20,7 @@ fn rpc(url: &str, version: Option<&str>, extra: &[&str], body: &Value) -> CurlOu
         "-H",
         "accept: application/json, text/event-stream",
         "--data-binary",
-        &body,
+        body,
     ];
     let header;
     if let Some(v) = version {
@@ -25,6 +29,10 @@ fn rpc(url: &str, version: Option<&str>, extra: &[&str], body: &Value) -> CurlOu
     }
     args.extend_from_slice(extra);
     curl(&args)
+}
+
+fn raw(url: &str, version: Option<&str>, body: &str) -> CurlOut {
+    raw_with(url, version, &[], body)
 }
 
 /// The JSON-RPC messages of a response, whether it came as JSON or as an SSE stream.
@@ -238,27 +246,6 @@ fn unknown_tool_is_a_jsonrpc_error_and_tool_failures_are_results() {
         text.contains("INVALID_INPUT") && text.contains("capability"),
         "{text}"
     );
-}
-
-/// A raw body (not necessarily JSON) POSTed to /mcp as an MCP client sends it.
-fn raw(url: &str, version: Option<&str>, body: &str) -> CurlOut {
-    let mut args = vec![
-        "-X",
-        "POST",
-        url,
-        "-H",
-        "content-type: application/json",
-        "-H",
-        "accept: application/json, text/event-stream",
-        "--data-binary",
-        body,
-    ];
-    let header;
-    if let Some(v) = version {
-        header = format!("mcp-protocol-version: {v}");
-        args.extend_from_slice(&["-H", &header]);
-    }
-    curl(&args)
 }
 
 #[test]
