@@ -4,8 +4,9 @@
 #   backend  replicas on 127.0.0.1:3001 and 127.0.0.1:3002
 # State lives in ./run (git-ignored): the TLS certificate, a copy of the
 # example OpenSpec workspace, the token, pid files and logs.
-# Environment passed to the backends: AUTH_TOKENS, ALLOWED_ORIGINS, HEARTBEAT_MS,
-# RATE_LIMIT, MAX_RESPONSE_SIZE_KB, MAX_REQUEST_SIZE_KB, REQUEST_TIMEOUT_MS,
+# Environment passed to the backends: AUTH_TOKENS, ALLOWED_ORIGINS, ALLOWED_HOSTS (the
+# backends listen on 127.0.0.1, so only localhost names pass unless it lists the public
+# name the gateway is reached by), HEARTBEAT_MS, RATE_LIMIT, MAX_RESPONSE_SIZE_KB, MAX_REQUEST_SIZE_KB, REQUEST_TIMEOUT_MS,
 # LOG_LEVEL. Ctrl-C or SIGTERM stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."

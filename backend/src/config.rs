@@ -24,7 +24,7 @@ pub const VARS: &[VarDoc] = &[
     VarDoc {
         name: "HOST",
         default: "0.0.0.0",
-        help: "address to bind (IPv4 or IPv6 literal)",
+        help: "address to bind (IPv4 or IPv6 literal, or localhost)",
     },
     VarDoc {
         name: "WORKING_DIRECTORY",
@@ -38,9 +38,17 @@ pub const VARS: &[VarDoc] = &[
     },
     VarDoc {
         name: "ALLOWED_ORIGINS",
-        default: "(empty)",
+        default: "(empty: loopback only)",
         help: "comma-separated browser origins (scheme://host[:port]) for CORS and the Origin \
-               check; * allows any; CORS_ORIGINS is read when unset",
+               check; * allows any; empty: loopback origins only (http(s)://localhost, \
+               127.0.0.1, [::1], any port); CORS_ORIGINS is read when unset",
+    },
+    VarDoc {
+        name: "ALLOWED_HOSTS",
+        default: "(empty: follows HOST)",
+        help: "comma-separated Host header values (host or host:port; no port: any port) \
+               served, against DNS rebinding; * allows any; empty: loopback names only when \
+               HOST is a loopback address, any Host otherwise",
     },
     VarDoc {
         name: "RATE_LIMIT",
@@ -91,8 +99,11 @@ pub struct Config {
     pub working_directory: PathBuf,
     /// Empty = auth disabled.
     pub auth_tokens: Vec<String>,
-    /// Normalised origins (lowercase, no trailing slash); `*` = any.
+    /// Normalised origins (lowercase, no trailing slash); `*` = any; empty = loopback
+    /// origins only.
     pub allowed_origins: Vec<String>,
+    /// Which `Host` header values are served (DNS-rebinding protection).
+    pub allowed_hosts: AllowedHosts,
     /// Requests per minute per key; 0 = off.
     pub rate_limit: u32,
     pub heartbeat: Duration,
@@ -102,6 +113,47 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub log_level: log::LevelFilter,
     pub access_log: bool,
+}
+
+/// Which `Host` header values the backend serves. The MCP spec (Streamable HTTP, "Security
+/// Warning") asks servers to guard against DNS rebinding: a page on an attacker's name that
+/// resolves to 127.0.0.1 reaches a local server with its own name in `Host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedHosts {
+    /// Any Host: `ALLOWED_HOSTS=*`, or unset on a non-loopback bind (a container behind the
+    /// gateway, which forwards the public name).
+    Any,
+    /// `localhost` and loopback IP literals, any port: unset on a loopback bind.
+    Loopback,
+    /// Exactly these (`ALLOWED_HOSTS`); loopback names are not added implicitly.
+    List(Vec<HostPattern>),
+}
+
+/// One `ALLOWED_HOSTS` entry, normalised like [`parse_authority`]; no port matches any port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl AllowedHosts {
+    /// Whether a request's `Host` (or HTTP/2 `:authority`) value is served; a missing or
+    /// malformed one is served only under [`AllowedHosts::Any`].
+    pub fn allows(&self, value: Option<&str>) -> bool {
+        if *self == AllowedHosts::Any {
+            return true;
+        }
+        let Some((host, port)) = value.and_then(parse_authority) else {
+            return false;
+        };
+        match self {
+            AllowedHosts::Any => true,
+            AllowedHosts::Loopback => is_loopback_host(&host),
+            AllowedHosts::List(patterns) => patterns
+                .iter()
+                .any(|p| p.host == host && p.port.is_none_or(|want| port == Some(want))),
+        }
+    }
 }
 
 /// A rejected variable: which one and why.
@@ -134,6 +186,7 @@ impl Config {
 
         let host = match var("HOST") {
             None => IpAddr::from([0, 0, 0, 0]),
+            Some(v) if v.eq_ignore_ascii_case("localhost") => IpAddr::from([127, 0, 0, 1]),
             Some(v) => v.parse().map_err(|_| ConfigError {
                 var: "HOST",
                 reason: format!("{v:?} is not an IP address (e.g. 0.0.0.0 or 127.0.0.1)"),
@@ -154,6 +207,7 @@ impl Config {
                 });
             }
         }
+        let allowed_hosts = allowed_hosts_from(&list(&var("ALLOWED_HOSTS")), host)?;
         let rate_limit = parse_num::<u32>(&var("RATE_LIMIT"), "RATE_LIMIT", 0, 0, 1_000_000_000)?;
         let heartbeat_ms =
             parse_num::<u64>(&var("HEARTBEAT_MS"), "HEARTBEAT_MS", 25_000, 100, 3_600_000)?;
@@ -212,6 +266,7 @@ impl Config {
             working_directory,
             auth_tokens,
             allowed_origins,
+            allowed_hosts,
             rate_limit,
             heartbeat: Duration::from_millis(heartbeat_ms),
             max_request_bytes: max_req_kb * 1024,
@@ -269,6 +324,84 @@ fn list(value: &Option<String>) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// ALLOWED_HOSTS entries, or the default for the bind address when there are none.
+fn allowed_hosts_from(entries: &[String], bind: IpAddr) -> Result<AllowedHosts, ConfigError> {
+    if entries.is_empty() {
+        return Ok(if bind.to_canonical().is_loopback() {
+            AllowedHosts::Loopback
+        } else {
+            AllowedHosts::Any
+        });
+    }
+    if entries.iter().any(|e| e == "*") {
+        return Ok(AllowedHosts::Any);
+    }
+    let mut patterns = Vec::with_capacity(entries.len());
+    for entry in entries {
+        // A bare IPv6 literal (`::1`) cannot carry a port, so it is read whole.
+        let parsed = match entry.parse::<std::net::Ipv6Addr>() {
+            Ok(ip) => Some((format!("[{ip}]"), None)),
+            Err(_) => parse_authority(entry),
+        };
+        let Some((host, port)) = parsed else {
+            return Err(ConfigError {
+                var: "ALLOWED_HOSTS",
+                reason: format!(
+                    "{entry:?} is not a host name: write host or host:port ([::1] for IPv6), or *"
+                ),
+            });
+        };
+        patterns.push(HostPattern { host, port });
+    }
+    Ok(AllowedHosts::List(patterns))
+}
+
+/// A `Host` header value, `host[:port]` (RFC 9110 section 7.2, the authority of RFC 3986
+/// without userinfo), as (host, port): the host lowercase without a trailing dot, an IPv6
+/// literal in brackets in its canonical form. `None` when malformed.
+pub fn parse_authority(value: &str) -> Option<(String, Option<u16>)> {
+    let value = value.trim();
+    let port_of = |p: &str| -> Option<u16> {
+        (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse().ok())
+            .flatten()
+    };
+    if let Some(rest) = value.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        let ip: std::net::Ipv6Addr = ip.parse().ok()?;
+        let port = match after {
+            "" => None,
+            p => Some(port_of(p.strip_prefix(':')?)?),
+        };
+        return Some((format!("[{ip}]"), port));
+    }
+    let (host, port) = match value.rsplit_once(':') {
+        Some((h, p)) => (h, Some(port_of(p)?)),
+        None => (value, None),
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    if host.is_empty() || host.starts_with('.') || !host.chars().all(name_char) {
+        return None;
+    }
+    Some((host.to_ascii_lowercase(), port))
+}
+
+/// `localhost` or a loopback IP literal (127.0.0.0/8, `[::1]`), as [`parse_authority`]
+/// writes hosts.
+pub fn is_loopback_host(host: &str) -> bool {
+    if host == "localhost" {
+        return true;
+    }
+    let literal = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    literal
+        .parse::<IpAddr>()
+        .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 /// Lowercase and without a trailing slash, so `https://App.example.com/` matches the browser's
@@ -351,5 +484,120 @@ mod tests {
         .unwrap();
         assert_eq!(c.auth_tokens, vec!["a", "b"]);
         assert_eq!(c.allowed_origins, vec!["https://app.example.com"]);
+    }
+
+    fn pattern(host: &str, port: Option<u16>) -> HostPattern {
+        HostPattern {
+            host: host.to_string(),
+            port,
+        }
+    }
+
+    #[test]
+    fn allowed_hosts_default_follows_the_bind_address() {
+        for loopback in ["127.0.0.1", "127.0.0.2", "::1", "localhost", "LocalHost"] {
+            let c = cfg(&[("HOST", loopback)]).unwrap();
+            assert_eq!(c.allowed_hosts, AllowedHosts::Loopback, "HOST={loopback}");
+        }
+        assert_eq!(
+            cfg(&[("HOST", "localhost")]).unwrap().host,
+            IpAddr::from([127, 0, 0, 1])
+        );
+        for public in ["0.0.0.0", "::", "10.1.2.3"] {
+            let c = cfg(&[("HOST", public)]).unwrap();
+            assert_eq!(c.allowed_hosts, AllowedHosts::Any, "HOST={public}");
+        }
+        // The default HOST is 0.0.0.0.
+        assert_eq!(cfg(&[]).unwrap().allowed_hosts, AllowedHosts::Any);
+        // Set but empty is unset.
+        let c = cfg(&[("HOST", "127.0.0.1"), ("ALLOWED_HOSTS", " ")]).unwrap();
+        assert_eq!(c.allowed_hosts, AllowedHosts::Loopback);
+    }
+
+    #[test]
+    fn allowed_hosts_entries_are_normalised() {
+        let c = cfg(&[
+            ("HOST", "127.0.0.1"),
+            (
+                "ALLOWED_HOSTS",
+                " MCP.Example.com , api.example.com:8443,[::1]:3000,::1, 10.0.0.7, local. ",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.allowed_hosts,
+            AllowedHosts::List(vec![
+                pattern("mcp.example.com", None),
+                pattern("api.example.com", Some(8443)),
+                pattern("[::1]", Some(3000)),
+                pattern("[::1]", None),
+                pattern("10.0.0.7", None),
+                pattern("local", None),
+            ])
+        );
+        // `*` anywhere in the list allows any Host, also on a loopback bind.
+        let c = cfg(&[("HOST", "127.0.0.1"), ("ALLOWED_HOSTS", "a.example, *")]).unwrap();
+        assert_eq!(c.allowed_hosts, AllowedHosts::Any);
+    }
+
+    #[test]
+    fn malformed_allowed_hosts_name_the_variable() {
+        for bad in [
+            "http://example.com",
+            "example.com/mcp",
+            "user@example.com",
+            "example.com:http",
+            "example.com:70000",
+            "example.com:",
+            "[::1",
+            "[not-ip]:80",
+            "two words",
+            ":8080",
+            "*.example.com",
+        ] {
+            let e = cfg(&[("ALLOWED_HOSTS", bad)]).unwrap_err();
+            assert_eq!(e.var, "ALLOWED_HOSTS", "{bad}");
+            assert!(e.to_string().starts_with("invalid ALLOWED_HOSTS: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn host_header_matching() {
+        let lo = AllowedHosts::Loopback;
+        for ok in [
+            "localhost",
+            "localhost:3000",
+            "127.0.0.1:80",
+            "[::1]:8080",
+            "[::1]",
+        ] {
+            assert!(lo.allows(Some(ok)), "{ok}");
+        }
+        for refused in [
+            "evil.example.com",
+            "evil.example.com:3000",
+            "localhost.evil.example.com",
+            "127.0.0.1.nip.io",
+            "evil@localhost",
+            "",
+        ] {
+            assert!(!lo.allows(Some(refused)), "{refused:?}");
+        }
+        assert!(!lo.allows(None), "no Host at all");
+
+        let list = AllowedHosts::List(vec![
+            pattern("mcp.example.com", None),
+            pattern("api.example.com", Some(8443)),
+        ]);
+        assert!(list.allows(Some("MCP.example.com.")));
+        assert!(list.allows(Some("mcp.example.com:1234")));
+        assert!(list.allows(Some("api.example.com:8443")));
+        assert!(!list.allows(Some("api.example.com")));
+        assert!(!list.allows(Some("api.example.com:443")));
+        // A list replaces the loopback default.
+        assert!(!list.allows(Some("localhost")));
+
+        assert!(AllowedHosts::Any.allows(Some("anything.example")));
+        assert!(AllowedHosts::Any.allows(None));
     }
 }

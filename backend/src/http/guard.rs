@@ -1,19 +1,29 @@
-//! Who may call: Origin validation and CORS (ALLOWED_ORIGINS), bearer auth (AUTH_TOKENS,
-//! constant-time compare), and the per-key rate limit (RATE_LIMIT). Health probes and
-//! /metrics are open: probes and Prometheus carry no token.
+//! Who may call: Host validation (ALLOWED_HOSTS), Origin validation and CORS
+//! (ALLOWED_ORIGINS), bearer auth (AUTH_TOKENS, constant-time compare), and the per-key rate
+//! limit (RATE_LIMIT). Health probes and /metrics are open: probes and Prometheus carry no
+//! token, and they are called by address.
 //!
 //! Without auth the rate-limit key is the client IP (see `observe::client_ip` for how a
 //! proxy's forwarded address is trusted).
 //!
-//! Order: a foreign `Origin` is refused first (403: a browser page must not drive the tools,
-//! whatever token it holds), then CORS preflights are answered (browsers send them without
-//! credentials), then the token is checked (401), then the rate limit (429). A request with no
-//! `Origin` header comes from a non-browser client and passes the Origin check.
+//! Host and Origin together are the DNS-rebinding protection the MCP spec asks for (Streamable
+//! HTTP, "Security Warning": validate `Origin`; local servers bind to localhost). A page on an
+//! attacker's name resolving to 127.0.0.1 sends that name in `Host` and its own `Origin`.
+//!
+//! Order: a `Host` outside ALLOWED_HOSTS is refused first (403; by default only loopback names
+//! on a loopback bind, any on a non-loopback one, see `config::AllowedHosts`), then a foreign
+//! `Origin` (403: a browser page must not drive the tools, whatever token it holds; with
+//! ALLOWED_ORIGINS empty only loopback origins pass), then CORS preflights are answered
+//! (browsers send them without credentials), then the token is checked (401), then the rate
+//! limit (429). A request with no `Origin` header comes from a non-browser client and passes
+//! the Origin check.
 
 use super::observe::ClientIp;
 use super::reply::{self, request_id_of};
 use super::AppState;
 use crate::api_error::ApiError;
+use crate::bounded::bounded;
+use crate::config::{is_loopback_host, normalize_origin, parse_authority};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -39,6 +49,22 @@ pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next)
         return next.run(req).await;
     }
     let rid = request_id_of(&req);
+    // HTTP/1.1 carries the name in `Host`, HTTP/2 in `:authority` (the URI's authority).
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or("(not UTF-8)"))
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if !state.config.allowed_hosts.allows(host) {
+        let message = match host {
+            Some(h) => format!("host {:?} is not allowed", bounded(h)),
+            None => "the request names no host (Host header)".to_string(),
+        };
+        let err = ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+            .with_hint("add it to ALLOWED_HOSTS (host or host:port; * allows any)");
+        return reply::error(&err, &rid);
+    }
+
     let origin = req
         .headers()
         .get(header::ORIGIN)
@@ -50,7 +76,7 @@ pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next)
             let err = ApiError::new(
                 StatusCode::FORBIDDEN,
                 "FORBIDDEN",
-                format!("origin {origin:?} is not allowed"),
+                format!("origin {:?} is not allowed", bounded(origin)),
             )
             .with_hint("add it to ALLOWED_ORIGINS (scheme://host[:port])");
             return reply::error(&err, &rid);
@@ -153,9 +179,23 @@ fn add_cors(h: &mut HeaderMap, origin: Option<&str>) {
     }
 }
 
+/// An empty list allows loopback origins only: a page served from this machine's own
+/// `localhost` (the MCP spec's advice for local servers) and nothing a rebinding page can claim.
 pub fn origin_allowed(allowed: &[String], origin: &str) -> bool {
-    let origin = crate::config::normalize_origin(origin);
+    let origin = normalize_origin(origin);
+    if allowed.is_empty() {
+        return is_loopback_origin(&origin);
+    }
     allowed.iter().any(|a| a == "*" || *a == origin)
+}
+
+/// `http(s)://` + `localhost` or a loopback IP literal, any port.
+fn is_loopback_origin(origin: &str) -> bool {
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .and_then(parse_authority)
+        .is_some_and(|(host, _)| is_loopback_host(&host))
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -190,5 +230,32 @@ mod tests {
         assert!(origin_allowed(&allowed, "https://App.example.com"));
         assert!(!origin_allowed(&allowed, "https://evil.example.com"));
         assert!(origin_allowed(&["*".to_string()], "http://x"));
+        // A listed set is exactly that set: loopback is implicit only when the list is empty.
+        assert!(!origin_allowed(&allowed, "http://localhost:3000"));
+    }
+
+    #[test]
+    fn empty_origin_list_allows_loopback_only() {
+        for ok in [
+            "http://localhost",
+            "http://localhost:3000",
+            "https://LOCALHOST:8443/",
+            "http://127.0.0.1:49152",
+            "http://[::1]:8080",
+            "https://[::1]",
+        ] {
+            assert!(origin_allowed(&[], ok), "{ok}");
+        }
+        for refused in [
+            "http://evil.example.com",
+            "http://localhost.evil.example.com",
+            "http://127.0.0.1.nip.io",
+            "null",
+            "file://",
+            "ftp://localhost",
+            "http://user@localhost",
+        ] {
+            assert!(!origin_allowed(&[], refused), "{refused}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! SSE transport), the Task MCP API, health probes and metrics.
 //!
 //! Layers, outermost first: `observe` (request id, access log, HTTP metrics), then `guard`
-//! (Origin check, CORS, bearer auth, rate limit). Both wrap every route and the fallbacks, so
+//! (Host and Origin checks, CORS, bearer auth, rate limit). Both wrap every route and the fallbacks, so
 //! 404s and 405s carry the envelope and the request id too.
 
 pub mod body;
@@ -58,8 +58,8 @@ impl AppState {
             // progress (rmcp falls back by itself).
             .with_json_response(true)
             .with_sse_keep_alive(Some(config.heartbeat))
-            // Behind the gateway the Host header is the public name: do not pin it. Origin is
-            // checked by `guard` with the same list as CORS, answering the envelope.
+            // Host (ALLOWED_HOSTS; behind the gateway it is the public name) and Origin (the
+            // same list as CORS) are checked by `guard` for every route, answering the envelope.
             .disable_allowed_hosts()
             .disable_allowed_origins()
             .with_max_request_body_bytes(config.max_request_bytes)

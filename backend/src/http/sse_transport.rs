@@ -8,6 +8,12 @@
 //! - `POST /messages?sessionId=<id>` with one JSON-RPC message → 202; the answer arrives on
 //!   the session's stream. Unknown session → 404 envelope.
 //!
+//! The 2024-11-05 lifecycle starts with `initialize`: before it, only `ping` reaches rmcp. Any
+//! other request is answered here with a plain JSON-RPC "not initialized" error (-32600),
+//! because rmcp 3.9 would read it as the start of the 2026-07-28 stateless lifecycle and answer
+//! about a missing `_meta` protocolVersion, which a 2024-11-05 client cannot act on. Stray
+//! notifications and responses before `initialize` are dropped (rmcp would end the session).
+//!
 //! Sessions live in this replica's memory only (the protocol is session-bound); the gateway
 //! hashes by client so both requests of one client reach the same replica. A session ends when
 //! the client closes the stream, or at the end of the shutdown grace period.
@@ -23,7 +29,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
-use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::model::{
+    ClientJsonRpcMessage, ClientRequest, ErrorData, JsonRpcMessage, ServerJsonRpcMessage,
+};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -87,6 +95,7 @@ pub async fn open_session(State(state): State<Arc<AppState>>) -> Response {
     let handler: McpHandler = state.handler.clone();
     let service_ct = ct.clone();
     let session_id = id.clone();
+    let requests = Box::pin(until_initialized(requests, replies.clone()));
     tokio::spawn(async move {
         match rmcp::service::serve_server_with_ct(handler, (replies, requests), service_ct).await {
             Ok(running) => {
@@ -141,6 +150,74 @@ pub async fn open_session(State(state): State<Arc<AppState>>) -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
+}
+
+/// What a session does with a client message that arrives before `initialize`.
+enum PreInit {
+    /// `initialize` (the lifecycle starts) or `ping` (allowed before it): to rmcp.
+    Forward(ClientJsonRpcMessage),
+    /// Another request: this error goes back on the session's stream instead.
+    Refuse(ServerJsonRpcMessage),
+    /// A notification or a response: nothing to answer.
+    Ignore,
+}
+
+fn pre_init(message: ClientJsonRpcMessage) -> PreInit {
+    let JsonRpcMessage::Request(req) = &message else {
+        return PreInit::Ignore;
+    };
+    match req.request {
+        ClientRequest::InitializeRequest(_) | ClientRequest::PingRequest(_) => {
+            PreInit::Forward(message)
+        }
+        _ => PreInit::Refuse(ServerJsonRpcMessage::error(
+            ErrorData::invalid_request(
+                "the session is not initialized: send initialize first",
+                None,
+            ),
+            Some(req.id.clone()),
+        )),
+    }
+}
+
+fn is_initialize(message: &ClientJsonRpcMessage) -> bool {
+    matches!(message, JsonRpcMessage::Request(r)
+        if matches!(r.request, ClientRequest::InitializeRequest(_)))
+}
+
+/// The session's client messages as rmcp reads them: until `initialize` has been forwarded,
+/// other requests are answered on `replies` and never reach rmcp (see the module comment).
+/// It owns its clone of `replies`, so the event stream still ends when rmcp's session does.
+fn until_initialized(
+    requests: mpsc::Receiver<ClientJsonRpcMessage>,
+    replies: mpsc::Sender<ServerJsonRpcMessage>,
+) -> impl futures::Stream<Item = ClientJsonRpcMessage> + Send + 'static {
+    let mut initialized = false;
+    requests.filter_map(move |message| {
+        let step = if initialized {
+            PreInit::Forward(message)
+        } else {
+            pre_init(message)
+        };
+        if let PreInit::Forward(m) = &step {
+            initialized |= is_initialize(m);
+        }
+        let mut replies = matches!(step, PreInit::Refuse(_)).then(|| replies.clone());
+        async move {
+            match step {
+                PreInit::Forward(m) => Some(m),
+                PreInit::Refuse(reply) => {
+                    log::debug!("sse session: a request before initialize refused");
+                    if let Some(replies) = replies.as_mut() {
+                        // An error here means the stream is gone: the session is ending.
+                        let _ = replies.send(reply).await;
+                    }
+                    None
+                }
+                PreInit::Ignore => None,
+            }
+        }
+    })
 }
 
 struct SessionStream {
