@@ -90,6 +90,22 @@ pub const VARS: &[VarDoc] = &[
         default: "on",
         help: "on/off: one JSON line per request on stdout",
     },
+    VarDoc {
+        name: "OAUTH_RESOURCE",
+        default: "(empty: no OAuth metadata)",
+        help: "this MCP endpoint's URL as clients reach it (https://host/mcp): serves RFC 9728 \
+               protected resource metadata and names it in 401 challenges",
+    },
+    VarDoc {
+        name: "OAUTH_AUTHORIZATION_SERVERS",
+        default: "(required with OAUTH_RESOURCE)",
+        help: "comma-separated issuer URLs of the authorization servers for OAUTH_RESOURCE",
+    },
+    VarDoc {
+        name: "OAUTH_SCOPES",
+        default: "(empty)",
+        help: "comma-separated scopes listed in the metadata (scopes_supported)",
+    },
 ];
 
 #[derive(Debug, Clone)]
@@ -113,6 +129,89 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub log_level: log::LevelFilter,
     pub access_log: bool,
+    /// OAuth protected resource metadata (RFC 9728), when OAUTH_RESOURCE is set.
+    pub oauth: Option<OAuthResource>,
+}
+
+/// What the MCP authorization spec asks a protected MCP server to publish: its resource
+/// identifier and the authorization servers that issue tokens for it (RFC 9728).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthResource {
+    /// The resource identifier, as configured (`https://mcp.example.com/mcp`).
+    pub resource: String,
+    pub authorization_servers: Vec<String>,
+    pub scopes: Vec<String>,
+    /// Where the metadata is published: `/.well-known/oauth-protected-resource` inserted
+    /// between the resource's host and its path (RFC 9728 section 3.1).
+    pub metadata_path: String,
+    /// The metadata's absolute URL, for `WWW-Authenticate: Bearer resource_metadata="..."`.
+    pub metadata_url: String,
+}
+
+pub const OAUTH_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// An absolute http(s) URL without fragment; http only for a loopback host (OAuth 2.1 wants
+/// TLS elsewhere). Returns (scheme://authority, path).
+fn oauth_url(var: &'static str, v: &str) -> Result<(String, String), ConfigError> {
+    let bad = |why: &str| ConfigError {
+        var,
+        reason: format!("{:?} {why}", crate::bounded::bounded(v)),
+    };
+    let uri: http::Uri = v
+        .parse()
+        .map_err(|_| bad("is not a URL (write https://host[:port]/path)"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(bad(
+            "is not an absolute URL (write https://host[:port]/path)",
+        ));
+    };
+    if v.contains('#') {
+        return Err(bad("has a fragment"));
+    }
+    let loopback = matches!(authority.host(), "localhost" | "127.0.0.1" | "[::1]");
+    match scheme {
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Err(bad("must be https (http only for localhost)")),
+    }
+    let path = uri.path().trim_end_matches('/').to_string();
+    Ok((format!("{scheme}://{authority}"), path))
+}
+
+fn oauth_from(
+    resource: Option<String>,
+    servers: Vec<String>,
+    scopes: Vec<String>,
+) -> Result<Option<OAuthResource>, ConfigError> {
+    let Some(resource) = resource else {
+        if !servers.is_empty() {
+            return Err(ConfigError {
+                var: "OAUTH_AUTHORIZATION_SERVERS",
+                reason: "is set without OAUTH_RESOURCE (the URL of this MCP endpoint)".into(),
+            });
+        }
+        return Ok(None);
+    };
+    let (origin, path) = oauth_url("OAUTH_RESOURCE", &resource)?;
+    if servers.is_empty() {
+        return Err(ConfigError {
+            var: "OAUTH_AUTHORIZATION_SERVERS",
+            reason: "is required with OAUTH_RESOURCE: the issuer URL(s) of the authorization \
+                     server(s)"
+                .into(),
+        });
+    }
+    for s in &servers {
+        oauth_url("OAUTH_AUTHORIZATION_SERVERS", s)?;
+    }
+    let metadata_path = format!("{OAUTH_METADATA_PATH}{path}");
+    Ok(Some(OAuthResource {
+        metadata_url: format!("{origin}{metadata_path}"),
+        metadata_path,
+        resource,
+        authorization_servers: servers,
+        scopes,
+    }))
 }
 
 /// Which `Host` header values the backend serves. The MCP spec (Streamable HTTP, "Security
@@ -260,6 +359,11 @@ impl Config {
                 })
             }
         };
+        let oauth = oauth_from(
+            var("OAUTH_RESOURCE"),
+            list(&var("OAUTH_AUTHORIZATION_SERVERS")),
+            list(&var("OAUTH_SCOPES")),
+        )?;
         Ok(Config {
             host,
             port,
@@ -275,6 +379,7 @@ impl Config {
             shutdown_grace: Duration::from_millis(grace_ms),
             log_level,
             access_log,
+            oauth,
         })
     }
 }
@@ -446,6 +551,45 @@ pub fn help_text() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oauth_metadata_location_follows_the_resource() {
+        let o = oauth_from(
+            Some("https://mcp.example.com/mcp/".into()),
+            vec!["https://auth.example.com".into()],
+            vec![],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.metadata_path, "/.well-known/oauth-protected-resource/mcp");
+        assert_eq!(
+            o.metadata_url,
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        let o = oauth_from(
+            Some("http://localhost:8080".into()),
+            vec!["http://127.0.0.1:9000".into()],
+            vec![],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.metadata_path, OAUTH_METADATA_PATH);
+        assert_eq!(
+            o.metadata_url,
+            "http://localhost:8080/.well-known/oauth-protected-resource"
+        );
+        assert!(matches!(oauth_from(None, vec![], vec![]), Ok(None)));
+        let e = oauth_from(
+            Some("https://x/mcp#f".into()),
+            vec!["https://a".into()],
+            vec![],
+        )
+        .unwrap_err();
+        assert_eq!(e.var, "OAUTH_RESOURCE");
+        let e =
+            oauth_from(Some("https://x/mcp".into()), vec!["ftp://a".into()], vec![]).unwrap_err();
+        assert_eq!(e.var, "OAUTH_AUTHORIZATION_SERVERS");
+    }
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {

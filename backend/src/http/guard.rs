@@ -42,6 +42,7 @@ fn is_open_path(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
         || path == "/health"
         || path.starts_with("/health/")
+        || path.starts_with(crate::config::OAUTH_METADATA_PATH)
 }
 
 pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -113,20 +114,25 @@ pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next)
     if !state.config.auth_tokens.is_empty() {
         let ok = token.is_some_and(|t| token_matches(&state.config.auth_tokens, t));
         if !ok {
-            let (message, challenge) = match token {
-                None => ("missing bearer token", "Bearer realm=\"task-mcp\""),
-                Some(_) => (
-                    "invalid bearer token",
-                    "Bearer realm=\"task-mcp\", error=\"invalid_token\"",
+            let (message, error) = match token {
+                None => ("missing bearer token", ""),
+                Some(_) => ("invalid bearer token", ", error=\"invalid_token\""),
+            };
+            // RFC 6750 section 3; with OAuth metadata configured, RFC 9728 section 5.1 names
+            // it so that an MCP client can find the authorization server.
+            let challenge = match &state.config.oauth {
+                Some(o) => format!(
+                    "Bearer realm=\"task-mcp\", resource_metadata=\"{}\"{error}",
+                    o.metadata_url
                 ),
+                None => format!("Bearer realm=\"task-mcp\"{error}"),
             };
             let err = ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
                 .with_hint("send Authorization: Bearer <token> with a token from AUTH_TOKENS");
             let mut resp = reply::error(&err, &rid);
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
             add_cors(resp.headers_mut(), origin.as_deref());
             return resp;
         }

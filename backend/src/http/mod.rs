@@ -9,6 +9,7 @@ pub mod body;
 pub mod guard;
 pub mod health;
 pub mod mcp_entry;
+pub mod oauth;
 pub mod observe;
 pub mod ratelimit;
 pub mod reply;
@@ -110,6 +111,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health::summary))
         .route("/health/metrics", get(health::health_metrics))
         .route("/metrics", get(health::metrics))
+        .route(crate::config::OAUTH_METADATA_PATH, get(oauth::metadata))
+        .route(
+            "/.well-known/oauth-protected-resource/{*resource}",
+            get(oauth::metadata),
+        )
         .fallback(reply::not_found)
         .method_not_allowed_fallback(reply::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
