@@ -32,6 +32,11 @@ pub struct Entry<'a> {
     pub upstream_connect_time: Option<f64>,
     pub upstream_header_time: Option<f64>,
     pub upstream_response_time: Option<f64>,
+    /// On MCP routes: the JSON-RPC method and the tool of a `tools/call` (bounded labels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_tool: Option<&'a str>,
 }
 
 static TARGET: OnceLock<AccessLog> = OnceLock::new();

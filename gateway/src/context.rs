@@ -95,6 +95,8 @@ pub struct Ctx {
     pub normalized: Option<String>,
     /// Scratch buffer for hash keys.
     pub hash_buf: Vec<u8>,
+    /// Method and tool on an MCP route (`edge::mcp`).
+    pub mcp: Option<crate::edge::mcp::McpView>,
     /// Counted by the SIGTERM drain until the request ends.
     _active: ActiveRequest,
 }
@@ -122,6 +124,7 @@ impl Ctx {
             redirected: false,
             normalized: None,
             hash_buf: Vec::new(),
+            mcp: None,
             _active: ActiveRequest::new(),
         }
     }

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub access_log_dropped: IntCounter,
     pub client_timeouts: IntCounterVec,
+    pub mcp_requests: IntCounterVec,
+    pub mcp_duration: HistogramVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -148,6 +150,24 @@ impl Metrics {
         for name in ["client_header", "keepalive", "client_body", "send"] {
             client_timeouts.with_label_values(&[name]);
         }
+        let mcp_requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_mcp_requests_total",
+                "Requests on MCP routes by JSON-RPC method, tool (tools/call) and outcome \
+                 (ok: 2xx/3xx, refused: 4xx, failed: 5xx or no response)",
+            ),
+            &["route", "method", "tool", "outcome"],
+        )
+        .expect("startup: valid metric");
+        let mcp_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_mcp_request_duration_seconds",
+                "Time of requests on MCP routes by method and tool, to the end of the response",
+            )
+            .buckets(latency_buckets()),
+            &["route", "method", "tool"],
+        )
+        .expect("startup: valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -162,6 +182,8 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(access_log_dropped.clone()),
             Box::new(client_timeouts.clone()),
+            Box::new(mcp_requests.clone()),
+            Box::new(mcp_duration.clone()),
         ] {
             registry.register(c).expect("startup: unique metric names");
         }
@@ -187,6 +209,8 @@ impl Metrics {
             config_reloads,
             access_log_dropped,
             client_timeouts,
+            mcp_requests,
+            mcp_duration,
         }
     }
 

@@ -1,5 +1,5 @@
 //! The request phase: each step either answers the request itself (redirect, 400, 404, 413,
-//! 429: the request ends there) or passes it on; the last one picks the pool. The `ProxyHttp`
+//! 429, an MCP header mismatch: the request ends there) or passes it on; the last one picks the pool. The `ProxyHttp`
 //! impl calls [`request_steps`] from `request_filter`.
 
 use std::time::Duration;
@@ -11,6 +11,7 @@ use crate::context::Ctx;
 use crate::edge::conn::ClientConn;
 use crate::edge::errors::GatewayError;
 use crate::edge::headers;
+use crate::edge::mcp;
 use crate::edge::respond::Reply;
 use crate::edge::strict;
 use crate::policy::zones::Verdict;
@@ -74,6 +75,9 @@ pub async fn request_steps(
         return Ok(true);
     };
     if refuse_declared_body(session, ctx, state, route).await? {
+        return Ok(true);
+    }
+    if read_mcp_view(session, ctx, state, route).await? {
         return Ok(true);
     }
     if apply_rate_zone(session, ctx, state, route).await? {
@@ -237,6 +241,34 @@ async fn refuse_declared_body(
         drain_body(session).await;
     }
     Ok(true)
+}
+
+/// On an MCP route: the request's method and tool (`edge::mcp`), from the headers or a bounded
+/// read of the body; a header that disagrees with the body is refused (-32020).
+async fn read_mcp_view(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    state: &State,
+    route: usize,
+) -> Result<Answered> {
+    let route = &state.routes[route];
+    if !route.mcp {
+        return Ok(false);
+    }
+    match mcp::read(session).await? {
+        None => Ok(false),
+        Some(mcp::Read::View(v)) => {
+            ctx.mcp = Some(v);
+            Ok(false)
+        }
+        Some(mcp::Read::Mismatch(body, v)) => {
+            ctx.mcp = Some(v);
+            Reply::jsonrpc_error(400, body)
+                .send(session, &route.headers, ctx.conn.tls, &ctx.request_id)
+                .await?;
+            Ok(true)
+        }
+    }
 }
 
 /// The route's rate zone (nginx's limit_req): pass, wait, or refuse.

@@ -27,6 +27,8 @@ pub struct RouteRt {
     /// One entry for `pool = ...`; several for `split = ...`.
     pub targets: Vec<Target>,
     pub stream: bool,
+    /// MCP-aware (`edge::mcp`).
+    pub mcp: bool,
     pub timeouts: Timeouts,
     /// Bytes; 0 = unlimited.
     pub max_body_size: u64,
@@ -130,6 +132,7 @@ impl State {
                 name: r.name.as_str().into(),
                 targets,
                 stream: r.stream,
+                mcp: r.mcp,
                 timeouts: Timeouts::of(r),
                 max_body_size: r.max_body_size,
                 retries: r.retries,

@@ -45,6 +45,22 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         }
     }
 
+    if let (Some(m), Some(r)) = (ctx.mcp.as_ref(), ctx.route()) {
+        let outcome = match status {
+            200..=399 => "ok",
+            400..=499 => "refused",
+            _ => "failed",
+        };
+        METRICS
+            .mcp_requests
+            .with_label_values(&[&r.name, m.method, &m.tool, outcome])
+            .inc();
+        METRICS
+            .mcp_duration
+            .with_label_values(&[&r.name, m.method, &m.tool])
+            .observe(elapsed);
+    }
+
     // nginx's client_body_timeout and send_timeout (the header and keep-alive ones are counted
     // where they happen, in edge::conn).
     if let Some(err) = e.filter(|err| matches!(err.esource(), ErrorSource::Downstream)) {
@@ -101,5 +117,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         upstream_connect_time: ctx.timing.connect,
         upstream_header_time: ctx.timing.header,
         upstream_response_time: ctx.timing.response,
+        mcp_method: ctx.mcp.as_ref().map(|m| m.method),
+        mcp_tool: ctx.mcp.as_ref().map(|m| m.tool.as_str()),
     });
 }

@@ -403,6 +403,9 @@ pub struct Route {
     pub target: RouteTarget,
     /// SSE / NDJSON: no buffering, no gzip. Default false.
     pub stream: bool,
+    /// An MCP endpoint (Streamable HTTP, JSON-RPC over POST): the gateway reads the method and
+    /// tool of each request (`edge::mcp`) for its metrics and access log. Default false.
+    pub mcp: bool,
     /// Default 5s.
     pub connect_timeout: Duration,
     /// Default 60s, or 86400s when `stream = true`.

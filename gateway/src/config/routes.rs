@@ -272,6 +272,7 @@ const ROUTE_KEYS: &[&str] = &[
     "pool",
     "split",
     "stream",
+    "mcp",
     "connect_timeout",
     "read_timeout",
     "write_timeout",
@@ -437,6 +438,7 @@ fn route(
     };
 
     let stream = s.bool_or(e, "stream", false);
+    let mcp = s.bool_or(e, "mcp", false);
     let read_default = if stream {
         d::STREAM_READ_TIMEOUT
     } else {
@@ -471,6 +473,7 @@ fn route(
         host,
         target: target?,
         stream,
+        mcp,
         connect_timeout,
         read_timeout,
         write_timeout,

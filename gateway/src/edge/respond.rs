@@ -35,6 +35,21 @@ impl Reply {
         }
     }
 
+    /// A JSON-RPC error response (a refusal on an MCP route); the body was read, so the
+    /// connection stays open.
+    pub fn jsonrpc_error(status: u16, body: Bytes) -> Reply {
+        Reply {
+            status,
+            headers: vec![
+                (header::CONTENT_TYPE, "application/json".into()),
+                (header::CONTENT_LENGTH, body.len().to_string()),
+                (header::CACHE_CONTROL, "no-store".into()),
+            ],
+            body: Some(body),
+            keepalive: true,
+        }
+    }
+
     /// A 301 with an empty body (nginx's `return 301`); the connection stays open.
     pub fn redirect(location: String) -> Reply {
         Reply {
