@@ -22,22 +22,16 @@ pub struct Reply {
 impl Reply {
     /// The error envelope; the connection is not reused (the request body may be unread).
     pub fn error(err: &GatewayError, request_id: &str) -> Reply {
-        let body = errors::envelope(err, request_id);
-        Reply {
-            status: err.status,
-            headers: vec![
-                (header::CONTENT_TYPE, "application/json".into()),
-                (header::CONTENT_LENGTH, body.len().to_string()),
-                (header::CACHE_CONTROL, "no-store".into()),
-            ],
-            body: Some(body),
-            keepalive: false,
-        }
+        Reply::json(err.status, errors::envelope(err, request_id), false)
     }
 
     /// A JSON-RPC error response (a refusal on an MCP route); the body was read, so the
     /// connection stays open.
     pub fn jsonrpc_error(status: u16, body: Bytes) -> Reply {
+        Reply::json(status, body, true)
+    }
+
+    fn json(status: u16, body: Bytes, keepalive: bool) -> Reply {
         Reply {
             status,
             headers: vec![
@@ -46,7 +40,7 @@ impl Reply {
                 (header::CACHE_CONTROL, "no-store".into()),
             ],
             body: Some(body),
-            keepalive: true,
+            keepalive,
         }
     }
 
