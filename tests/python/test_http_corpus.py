@@ -278,7 +278,8 @@ def expect_then_chunks(port: int, total: int) -> tuple[bytes, int, bool]:
     100 (or after 1 s without one, as curl does). Returns (first status line, bytes sent before
     the server stopped taking them, whether the connection was reset before a final status)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    # The backend listens on loopback and serves loopback Host names only (DNS rebinding).
+    s.sendall(b"POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
               b"Expect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n")
     s.settimeout(1)
     got = b""
