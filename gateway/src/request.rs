@@ -43,16 +43,6 @@ pub async fn drain_body(session: &mut Session) {
     }
 }
 
-/// `Expect: 100-continue` (RFC 9110 section 10.1.1): the client waits for a 100 before it
-/// sends the body, so a refusal goes out at once, without reading it.
-fn expects_continue(session: &Session) -> bool {
-    session
-        .req_header()
-        .headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-}
-
 /// The request phase: each step either answers the request itself (and it ends there) or
 /// passes it on; the last one picks the pool.
 pub async fn request_steps(
@@ -222,12 +212,7 @@ async fn refuse_declared_body(
     if route.max_body_size == 0 {
         return Ok(false);
     }
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = headers::declared_length(session.req_header());
     let Some(n) = declared.filter(|n| *n > route.max_body_size) else {
         return Ok(false);
     };
@@ -237,7 +222,7 @@ async fn refuse_declared_body(
         .await?;
     // Like nginx's lingering close: the 413 is out at once, then a body the client sends anyway
     // is read and dropped, so closing does not reset the connection under the 413.
-    if n <= DRAIN_LIMIT && !expects_continue(session) {
+    if n <= DRAIN_LIMIT && !headers::expects_continue(session.req_header()) {
         drain_body(session).await;
     }
     Ok(true)

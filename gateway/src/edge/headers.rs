@@ -171,6 +171,22 @@ pub fn forward(
     }
 }
 
+/// The request body's declared length (`Content-Length`, already checked by `edge::strict`).
+pub fn declared_length(req: &RequestHeader) -> Option<u64> {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// `Expect: 100-continue` (RFC 9110 section 10.1.1): the client holds the body back until a
+/// 100 Continue, so the gateway must not wait to read it.
+pub fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 /// The request's host without port, lower-cased only when needed (routing and redirects).
 pub fn request_host(req: &RequestHeader) -> Option<&str> {
     let raw = match req.headers.get(HOST) {

@@ -18,6 +18,8 @@ use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 use serde::Deserialize;
 
+use crate::edge::headers;
+
 /// Pingora's retry buffer (64 KiB): what is read ahead must fit it to be replayed.
 pub const PEEK_LIMIT: u64 = 64 * 1024;
 pub const MAX_TOOL_LABELS: usize = 200;
@@ -119,12 +121,8 @@ fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
 /// Reads the body ahead when it is small enough to be replayed; None when it is not read.
 async fn peek_body(session: &mut Session) -> pingora::Result<Option<Bytes>> {
     let req = session.req_header();
-    let length = req
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let expects = req.headers.contains_key(http::header::EXPECT);
+    let expects = headers::expects_continue(req);
+    let length = headers::declared_length(req);
     let Some(length) = length.filter(|n| *n > 0 && *n <= PEEK_LIMIT && !expects) else {
         return Ok(None);
     };
