@@ -301,3 +301,26 @@ pub fn curl(args: &[&str]) -> CurlOut {
     }
 }
 pub mod gateway;
+
+/// A body (not necessarily JSON) POSTed to `url` as an MCP Streamable HTTP client sends it:
+/// JSON content type, accepting JSON and SSE, with `MCP-Protocol-Version` when given.
+pub fn mcp_post(url: &str, version: Option<&str>, extra: &[&str], body: &str) -> CurlOut {
+    let mut args = vec![
+        "-X",
+        "POST",
+        url,
+        "-H",
+        "content-type: application/json",
+        "-H",
+        "accept: application/json, text/event-stream",
+        "--data-binary",
+        body,
+    ];
+    let header;
+    if let Some(v) = version {
+        header = format!("mcp-protocol-version: {v}");
+        args.extend_from_slice(&["-H", &header]);
+    }
+    args.extend_from_slice(extra);
+    curl(&args)
+}

@@ -6,33 +6,11 @@ use e2e::{curl, workspace_copy, Backend, CurlOut};
 use serde_json::{json, Value};
 
 fn rpc(url: &str, version: Option<&str>, extra: &[&str], body: &Value) -> CurlOut {
-    raw_with(url, version, extra, &body.to_string())
-}
-
-/// A raw body (not necessarily JSON) POSTed to /mcp as an MCP client sends it.
-fn raw_with(url: &str, version: Option<&str>, extra: &[&str], body: &str) -> CurlOut {
-    let mut args = vec![
-        "-X",
-        "POST",
-        url,
-        "-H",
-        "content-type: application/json",
-        "-H",
-        "accept: application/json, text/event-stream",
-        "--data-binary",
-        body,
-    ];
-    let header;
-    if let Some(v) = version {
-        header = format!("mcp-protocol-version: {v}");
-        args.extend_from_slice(&["-H", &header]);
-    }
-    args.extend_from_slice(extra);
-    curl(&args)
+    e2e::mcp_post(url, version, extra, &body.to_string())
 }
 
 fn raw(url: &str, version: Option<&str>, body: &str) -> CurlOut {
-    raw_with(url, version, &[], body)
+    e2e::mcp_post(url, version, &[], body)
 }
 
 /// The JSON-RPC messages of a response, whether it came as JSON or as an SSE stream.

@@ -48,20 +48,12 @@ fn metadata_is_published_and_named_in_the_401_challenge() {
     let metadata = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
     // No token, and a wrong one: 401 naming the metadata (RFC 9728 section 5.1).
     for extra in [vec![], vec!["-H", "Authorization: Bearer wrong"]] {
-        let mut args = vec![
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "-H",
-            "accept: application/json, text/event-stream",
-            "--data-binary",
+        let out = e2e::mcp_post(
+            &format!("{}/mcp", b.url),
+            None,
+            &extra,
             r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
-        ];
-        args.extend(extra.iter().copied());
-        let url = format!("{}/mcp", b.url);
-        args.push(&url);
-        let out = curl(&args);
+        );
         assert_eq!(out.status, 401, "{}", out.body);
         let challenge = out.header("www-authenticate").expect("WWW-Authenticate");
         assert!(challenge.starts_with("Bearer "), "{challenge}");
