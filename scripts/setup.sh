@@ -2,7 +2,8 @@
 # Installs what a fresh machine lacks, idempotently: build tools for Pingora
 # (cmake for zlib-ng), the CLI clients the tests use, and the Python venv with
 # the official MCP SDK. Pass "bench" to also install nginx, wrk and h2load; "compose" installs
-# podman, runc, debootstrap and podman-compose for the container stack ("test" does all).
+# podman, runc, debootstrap and podman-compose for the container stack; "test" does all, plus
+# Node 22 and the npm packages of tests/conformance (scripts/node.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +46,7 @@ fi
 
 # The venv with the MCP SDK: for the tests, and for the README's SDK example after `make run`.
 if [ "${1:-}" != compose ]; then
-  if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c 'import mcp, httpx, h2' 2>/dev/null; then
+  if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c 'import mcp, httpx, h2, jwt, cryptography' 2>/dev/null; then
     echo "setup: creating .venv with the MCP Python SDK"
     python3 -m venv .venv
     .venv/bin/pip install -q --upgrade pip
@@ -60,3 +61,6 @@ if [ "${1:-}" = compose ] || [ "${1:-}" = test ]; then
     .venv/bin/pip install -q -r tests/containers/requirements.txt
   fi
 fi
+
+# Node 22 with the MCP conformance suite and the TypeScript MCP clients (tests/conformance).
+if [ "${1:-}" = test ]; then bash scripts/node.sh; fi

@@ -1,5 +1,6 @@
-//! The access log: one JSON object per request, written by a dedicated thread so a slow disk or
-//! a blocked stdout never stalls the proxy (lines are dropped and counted if it falls behind).
+//! The JSON-lines logs: the access log (one object per request) and the audit log (one per MCP
+//! tool call, `mcp::audit`). Each is written by a dedicated thread so a slow disk or a blocked
+//! stdout never stalls the proxy (lines are dropped and counted if it falls behind).
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -39,48 +40,90 @@ pub struct Entry<'a> {
     pub mcp_tool: Option<&'a str>,
 }
 
-static TARGET: OnceLock<AccessLog> = OnceLock::new();
-static SINK: OnceLock<Option<SyncSender<Vec<u8>>>> = OnceLock::new();
-
-/// Choose where lines go; checks a file target can be opened. The writer thread starts with the
-/// first line, so it lives in the serving process even after `-d` forks.
-pub fn init(target: &AccessLog) -> Result<(), String> {
-    if let AccessLog::File(path) = target {
-        open(path)?;
-    }
-    let _ = TARGET.set(target.clone());
-    Ok(())
+/// One JSON-lines log: where it goes (set once at start) and its writer thread.
+pub struct JsonLines {
+    name: &'static str,
+    target: OnceLock<AccessLog>,
+    sink: OnceLock<Option<SyncSender<Vec<u8>>>>,
+    dropped: fn() -> &'static prometheus::IntCounter,
 }
 
-fn open(path: &std::path::Path) -> Result<std::fs::File, String> {
+pub static ACCESS: JsonLines = JsonLines {
+    name: "access log",
+    target: OnceLock::new(),
+    sink: OnceLock::new(),
+    dropped: || &METRICS.access_log_dropped,
+};
+
+pub static AUDIT: JsonLines = JsonLines {
+    name: "audit log",
+    target: OnceLock::new(),
+    sink: OnceLock::new(),
+    dropped: || &METRICS.audit_log_dropped,
+};
+
+fn open(name: &str, path: &std::path::Path) -> Result<std::fs::File, String> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| format!("access log {}: {e}", path.display()))
+        .map_err(|e| format!("{name} {}: {e}", path.display()))
 }
 
-fn start_writer() -> Option<SyncSender<Vec<u8>>> {
-    let out: Box<dyn Write + Send> = match TARGET.get()? {
-        AccessLog::Off => return None,
-        AccessLog::Stdout => Box::new(std::io::stdout()),
-        AccessLog::File(path) => match open(path) {
-            Ok(f) => Box::new(f),
+impl JsonLines {
+    /// Choose where lines go; checks a file target can be opened. The writer thread starts
+    /// with the first line, so it lives in the serving process even after `-d` forks.
+    pub fn init(&self, target: &AccessLog) -> Result<(), String> {
+        if let AccessLog::File(path) = target {
+            open(self.name, path)?;
+        }
+        let _ = self.target.set(target.clone());
+        Ok(())
+    }
+
+    fn start_writer(&self) -> Option<SyncSender<Vec<u8>>> {
+        let out: Box<dyn Write + Send> = match self.target.get()? {
+            AccessLog::Off => return None,
+            AccessLog::Stdout => Box::new(std::io::stdout()),
+            AccessLog::File(path) => match open(self.name, path) {
+                Ok(f) => Box::new(f),
+                Err(e) => {
+                    log::error!("{e}; {} off", self.name);
+                    return None;
+                }
+            },
+        };
+        let (tx, rx) = sync_channel::<Vec<u8>>(65_536);
+        match std::thread::Builder::new()
+            .name(self.name.replace(' ', "-"))
+            .spawn(move || writer(rx, out))
+        {
+            Ok(_) => Some(tx),
             Err(e) => {
-                log::error!("{e}; access log off");
-                return None;
+                log::error!("{} thread: {e}; {} off", self.name, self.name);
+                None
             }
-        },
-    };
-    let (tx, rx) = sync_channel::<Vec<u8>>(65_536);
-    match std::thread::Builder::new()
-        .name("access-log".into())
-        .spawn(move || writer(rx, out))
-    {
-        Ok(_) => Some(tx),
-        Err(e) => {
-            log::error!("access log thread: {e}; access log off");
-            None
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        matches!(
+            self.target.get(),
+            Some(AccessLog::Stdout | AccessLog::File(_))
+        )
+    }
+
+    pub fn write<T: Serialize>(&self, entry: &T) {
+        let Some(tx) = self.sink.get_or_init(|| self.start_writer()) else {
+            return;
+        };
+        let mut line = Vec::with_capacity(384);
+        if serde_json::to_writer(&mut line, entry).is_err() {
+            return;
+        }
+        line.push(b'\n');
+        if let Err(TrySendError::Full(_)) = tx.try_send(line) {
+            (self.dropped)().inc();
         }
     }
 }
@@ -109,23 +152,5 @@ fn writer(rx: Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
     }
 }
 
-/// How long queued access-log lines may wait before they are written.
+/// How long queued lines may wait before they are written.
 const WRITER_TICK: std::time::Duration = std::time::Duration::from_millis(20);
-
-pub fn enabled() -> bool {
-    matches!(TARGET.get(), Some(AccessLog::Stdout | AccessLog::File(_)))
-}
-
-pub fn write(entry: &Entry<'_>) {
-    let Some(tx) = SINK.get_or_init(start_writer) else {
-        return;
-    };
-    let mut line = Vec::with_capacity(384);
-    if serde_json::to_writer(&mut line, entry).is_err() {
-        return;
-    }
-    line.push(b'\n');
-    if let Err(TrySendError::Full(_)) = tx.try_send(line) {
-        METRICS.access_log_dropped.inc();
-    }
-}

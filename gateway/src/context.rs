@@ -95,8 +95,19 @@ pub struct Ctx {
     pub normalized: Option<String>,
     /// Scratch buffer for hash keys.
     pub hash_buf: Vec<u8>,
-    /// Method and tool on an MCP route (`edge::mcp`).
-    pub mcp: Option<crate::edge::mcp::McpView>,
+    /// Method and tool on an MCP route (`mcp::view`).
+    pub mcp: Option<crate::mcp::view::McpView>,
+    /// Who the edge authenticated (`auth = true` routes), and what it may do.
+    pub caller: Option<crate::auth::Caller>,
+    pub rights: Option<crate::auth::Rights>,
+    /// How the backend answered at the MCP level (`mcp::outcome`), scanned as the body passes.
+    pub answer: Option<crate::mcp::outcome::Scanner>,
+    /// A `tools/list` answer being cut down to the caller's grants.
+    pub tools_filter: Option<crate::mcp::tools_list::Filter>,
+    /// Why the gateway itself refused an MCP request ("denied", "limited"), for the audit log.
+    pub refused: Option<&'static str>,
+    /// The MCP-level outcome, once the answer has ended.
+    pub outcome: Option<crate::mcp::outcome::Outcome>,
     /// Counted by the SIGTERM drain until the request ends.
     _active: ActiveRequest,
 }
@@ -125,6 +136,12 @@ impl Ctx {
             normalized: None,
             hash_buf: Vec::new(),
             mcp: None,
+            caller: None,
+            rights: None,
+            answer: None,
+            tools_filter: None,
+            outcome: None,
+            refused: None,
             _active: ActiveRequest::new(),
         }
     }

@@ -6,10 +6,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod access_log;
 mod admin;
+mod auth;
 mod cli;
 mod config;
 mod context;
 mod edge;
+mod mcp;
 mod metrics;
 mod policy;
 mod proxy;

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub config_reloads: IntCounterVec,
     pub access_log_dropped: IntCounter,
+    pub audit_log_dropped: IntCounter,
     pub client_timeouts: IntCounterVec,
     pub mcp_requests: IntCounterVec,
     pub mcp_duration: HistogramVec,
@@ -138,6 +139,11 @@ impl Metrics {
             "Access-log lines dropped because the writer fell behind",
         )
         .expect("startup: valid metric");
+        let audit_log_dropped = IntCounter::new(
+            "gateway_audit_log_dropped_total",
+            "Audit-log lines dropped because the writer fell behind",
+        )
+        .expect("startup: valid metric");
         let client_timeouts = IntCounterVec::new(
             Opts::new(
                 "gateway_client_timeouts_total",
@@ -153,10 +159,12 @@ impl Metrics {
         let mcp_requests = IntCounterVec::new(
             Opts::new(
                 "gateway_mcp_requests_total",
-                "Requests on MCP routes by JSON-RPC method, tool (tools/call) and outcome \
-                 (ok: 2xx/3xx, refused: 4xx, failed: 5xx or no response)",
+                "Requests on MCP routes by pool, JSON-RPC method, tool (tools/call) and outcome \
+                 (ok; tool_error: a result with isError; rpc_error: a JSON-RPC error answer; \
+                 denied, limited: refused by the gateway's grants or limits; refused: other \
+                 4xx; failed: 5xx or no response)",
             ),
-            &["route", "method", "tool", "outcome"],
+            &["route", "pool", "method", "tool", "outcome"],
         )
         .expect("startup: valid metric");
         let mcp_duration = HistogramVec::new(
@@ -181,6 +189,7 @@ impl Metrics {
             Box::new(config_generation.clone()),
             Box::new(config_reloads.clone()),
             Box::new(access_log_dropped.clone()),
+            Box::new(audit_log_dropped.clone()),
             Box::new(client_timeouts.clone()),
             Box::new(mcp_requests.clone()),
             Box::new(mcp_duration.clone()),
@@ -208,6 +217,7 @@ impl Metrics {
             config_generation,
             config_reloads,
             access_log_dropped,
+            audit_log_dropped,
             client_timeouts,
             mcp_requests,
             mcp_duration,

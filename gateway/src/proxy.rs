@@ -32,6 +32,24 @@ use crate::upstream::balance::stats::InFlight;
 use crate::upstream::peer::build_peer;
 use crate::upstream::retry::{record_backend_failure, retry_elsewhere};
 
+/// On an MCP route: scan the answer for its MCP-level outcome, and hold a JSON `tools/list`
+/// answer for filtering when the caller's grants name only some tools.
+fn mcp_answer(resp: &mut ResponseHeader, ctx: &mut Ctx) {
+    let Some(view) = ctx.mcp.as_ref() else {
+        return;
+    };
+    ctx.answer = crate::mcp::outcome::Scanner::for_response(resp);
+    let json = matches!(ctx.answer, Some(crate::mcp::outcome::Scanner::Json(_)));
+    if json
+        && view.method == "tools/list"
+        && ctx.rights.as_ref().is_some_and(|r| r.restricts_tools())
+    {
+        // The filtered answer has its own length.
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+        ctx.tools_filter = Some(crate::mcp::tools_list::Filter::new());
+    }
+}
+
 pub struct GatewayProxy {
     pub shared: Arc<Shared>,
 }
@@ -191,6 +209,16 @@ impl ProxyHttp for GatewayProxy {
             ctx.conn.tls,
             &ctx.request_id,
         );
+        // The edge authenticated the caller: the backends get the gateway's own credential.
+        if let (Some(_), Some(v)) = (
+            &ctx.caller,
+            ctx.state
+                .as_ref()
+                .and_then(|s| s.gate.as_ref())
+                .and_then(|g| g.upstream_authorization.as_ref()),
+        ) {
+            upstream_request.insert_header(http::header::AUTHORIZATION, v.clone())?;
+        }
         Ok(())
     }
 
@@ -251,8 +279,12 @@ impl ProxyHttp for GatewayProxy {
             );
         }
         route.headers.apply(resp, ctx.conn.tls, &ctx.request_id);
+        let mcp_route = route.mcp;
         if let Some(cookie) = ctx.split.cookie.take() {
             resp.append_header(http::header::SET_COOKIE, cookie)?;
+        }
+        if mcp_route {
+            mcp_answer(resp, ctx);
         }
         Ok(())
     }
@@ -260,10 +292,13 @@ impl ProxyHttp for GatewayProxy {
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
-        _body: &mut Option<Bytes>,
+        body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
+        if let (Some(scan), Some(b)) = (ctx.answer.as_mut(), body.as_ref()) {
+            scan.feed(b);
+        }
         if end_of_stream {
             ctx.timing.response = ctx.since_upstream_start();
         }
@@ -277,6 +312,9 @@ impl ProxyHttp for GatewayProxy {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
+        if let (Some(f), Some(rights)) = (ctx.tools_filter.as_mut(), ctx.rights.as_ref()) {
+            f.filter(body, end_of_stream, rights);
+        }
         if let Some(gz) = ctx.gzip.as_mut() {
             gz.filter(body, end_of_stream);
         }
@@ -323,14 +361,31 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        // The split's rollback watch counts the responses of the pool it watches.
+        // How the backend answered at the MCP level, now that the answer has ended.
+        if let Some(scan) = ctx.answer.as_mut() {
+            ctx.outcome = Some(scan.finish());
+        }
+        if let (Some(scan), Some(m)) = (ctx.answer.as_ref(), ctx.mcp.as_ref()) {
+            if m.method == "tools/list" && ctx.tools_filter.is_none() {
+                if let Some(body) = scan.json_body() {
+                    crate::mcp::tools_list::learn(body);
+                }
+            }
+        }
+        // The split's rollback watch counts the responses of the pool it watches (and, for
+        // tool calls, their MCP-level outcome).
         if ctx.split.picked {
             if let (Some(split), Some(resp)) = (
                 ctx.route().and_then(|r| r.split.as_ref()),
                 session.response_written(),
             ) {
                 if let Some(target) = ctx.target {
-                    split.observe(target, resp.status.as_u16());
+                    let tool_call = ctx
+                        .mcp
+                        .as_ref()
+                        .filter(|m| m.method == "tools/call")
+                        .map(|_| ctx.outcome.is_some_and(|o| o.is_failure()));
+                    split.observe(target, resp.status.as_u16(), tool_call);
                 }
             }
         }

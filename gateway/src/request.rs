@@ -7,13 +7,15 @@ use std::time::Duration;
 use pingora::proxy::Session;
 use pingora::Result;
 
+use crate::auth::Refusal;
+use crate::config::McpSelector;
 use crate::context::Ctx;
 use crate::edge::conn::ClientConn;
 use crate::edge::errors::GatewayError;
 use crate::edge::headers;
-use crate::edge::mcp;
 use crate::edge::respond::Reply;
 use crate::edge::strict;
+use crate::mcp;
 use crate::policy::zones::Verdict;
 use crate::state::State;
 
@@ -61,16 +63,31 @@ pub async fn request_steps(
     if redirect_to_https(session, ctx, state).await? {
         return Ok(true);
     }
+    if serve_oauth_metadata(session, ctx, state).await? {
+        return Ok(true);
+    }
     let Some(route) = find_route(session, ctx, state).await? else {
         return Ok(true);
     };
+    if check_origin_and_host(session, ctx, state, route).await? {
+        return Ok(true);
+    }
     if refuse_declared_body(session, ctx, state, route).await? {
+        return Ok(true);
+    }
+    if authenticate(session, ctx, state, route).await? {
         return Ok(true);
     }
     if read_mcp_view(session, ctx, state, route).await? {
         return Ok(true);
     }
+    if authorize(session, ctx, state, route).await? {
+        return Ok(true);
+    }
     if apply_rate_zone(session, ctx, state, route).await? {
+        return Ok(true);
+    }
+    if apply_mcp_limits(session, ctx, state, route).await? {
         return Ok(true);
     }
     choose_target(session, ctx, state, route);
@@ -228,7 +245,7 @@ async fn refuse_declared_body(
     Ok(true)
 }
 
-/// On an MCP route: the request's method and tool (`edge::mcp`), from the headers or a bounded
+/// On an MCP route: the request's method and tool (`mcp::view`), from the headers or a bounded
 /// read of the body; a header that disagrees with the body is refused (-32020).
 async fn read_mcp_view(
     session: &mut Session,
@@ -240,13 +257,13 @@ async fn read_mcp_view(
     if !route.mcp {
         return Ok(false);
     }
-    match mcp::read(session).await? {
+    match mcp::view::read(session, route.mcp_peek).await? {
         None => Ok(false),
-        Some(mcp::Read::View(v)) => {
+        Some(mcp::view::Read::View(v)) => {
             ctx.mcp = Some(v);
             Ok(false)
         }
-        Some(mcp::Read::Mismatch(body, v)) => {
+        Some(mcp::view::Read::Mismatch(body, v)) => {
             ctx.mcp = Some(v);
             Reply::jsonrpc_error(400, body)
                 .send(session, &route.headers, ctx.conn.tls, &ctx.request_id)
@@ -267,7 +284,8 @@ async fn apply_rate_zone(
     let Some(limit) = &route.limit else {
         return Ok(false);
     };
-    match limit.check(session.req_header(), ctx.conn.client_ip) {
+    let caller = ctx.caller.as_ref().map(|c| &*c.name);
+    match limit.check(session.req_header(), ctx.conn.client_ip, caller) {
         Verdict::Pass => Ok(false),
         Verdict::Wait(d) => {
             tokio::time::sleep(d).await;
@@ -281,6 +299,218 @@ async fn apply_rate_zone(
             Ok(true)
         }
     }
+}
+
+/// The RFC 9728 protected resource metadata, served by the gateway itself when `[auth.oauth]`
+/// is set: MCP clients fetch it before they hold a token, so no route or credential applies.
+async fn serve_oauth_metadata(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    state: &State,
+) -> Result<Answered> {
+    let Some(gate) = state.gate.as_ref() else {
+        return Ok(false);
+    };
+    let req = session.req_header();
+    if !matches!(req.method, http::Method::GET | http::Method::HEAD) {
+        return Ok(false);
+    }
+    let Some(doc) = gate.metadata(ctx.path(req)) else {
+        return Ok(false);
+    };
+    Reply::json_document(doc)
+        .send(
+            session,
+            &state.global_headers,
+            ctx.conn.tls,
+            &ctx.request_id,
+        )
+        .await?;
+    Ok(true)
+}
+
+/// `allowed_origins` and `allowed_hosts` (DNS-rebinding protection, as the MCP transport spec
+/// asks of servers): a browser page of another origin, or a name that is not this server's,
+/// is refused before anything reaches a backend.
+async fn check_origin_and_host(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    state: &State,
+    route: usize,
+) -> Result<Answered> {
+    let route = &state.routes[route];
+    let req = session.req_header();
+    let refusal = if let Some(origin) = req
+        .headers
+        .get(http::header::ORIGIN)
+        .filter(|_| !route.allowed_origins.is_empty())
+    {
+        let o = origin.to_str().unwrap_or("").to_ascii_lowercase();
+        (!route.allowed_origins.contains(&o)).then(|| {
+            GatewayError::forbidden(
+                format!("origin {} is not allowed", strict::bounded(&o)),
+                "call from an allowed origin",
+            )
+        })
+    } else {
+        None
+    };
+    let refusal = refusal.or_else(|| {
+        if route.allowed_hosts.is_empty() {
+            return None;
+        }
+        let host = headers::request_host(req)
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        (!route.allowed_hosts.contains(&host)).then(|| {
+            GatewayError::forbidden(
+                format!("host {} is not allowed", strict::bounded(&host)),
+                "use the server's own name",
+            )
+        })
+    });
+    match refusal {
+        None => Ok(false),
+        Some(err) => {
+            Reply::error(&err, &ctx.request_id)
+                .send(session, &route.headers, ctx.conn.tls, &ctx.request_id)
+                .await?;
+            Ok(true)
+        }
+    }
+}
+
+/// `auth = true`: a named token or a valid JWT access token, else 401 with the challenge.
+async fn authenticate(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    state: &State,
+    route: usize,
+) -> Result<Answered> {
+    let route = &state.routes[route];
+    let Some(gate) = state.gate.as_ref().filter(|_| route.auth) else {
+        return Ok(false);
+    };
+    match gate.authenticate(session.req_header()).await {
+        Ok(caller) => {
+            ctx.rights = Some(gate.rights(&caller));
+            ctx.caller = Some(caller);
+            Ok(false)
+        }
+        Err(refusal) => {
+            let message = match &refusal {
+                Refusal::Missing => "authentication required".to_string(),
+                Refusal::Invalid(reason) => format!("invalid token: {reason}"),
+            };
+            Reply::error(&GatewayError::unauthorized(message), &ctx.request_id)
+                .with_header(http::header::WWW_AUTHENTICATE, gate.challenge(&refusal))
+                .send(session, &route.headers, ctx.conn.tls, &ctx.request_id)
+                .await?;
+            Ok(true)
+        }
+    }
+}
+
+/// On an MCP route with a caller: the method, and the tool of a `tools/call`, must be in its
+/// grants; a refusal names them (JSON-RPC error, HTTP 403). A caller whose grants restrict it
+/// is refused a request whose body could not be read to confirm what it asks.
+async fn authorize(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    state: &State,
+    route: usize,
+) -> Result<Answered> {
+    let route = &state.routes[route];
+    let (Some(rights), Some(view)) = (ctx.rights.as_ref(), ctx.mcp.as_ref()) else {
+        return Ok(false);
+    };
+    if rights.unrestricted() {
+        return Ok(false);
+    }
+    let caller = ctx.caller.as_ref().map_or("-", |c| &*c.name);
+    let denied = if !view.checked {
+        Some(format!(
+            "caller {caller}: the request body could not be read to check it against the caller's grants (send it with a Content-Length under {} bytes)",
+            route.mcp_peek
+        ))
+    } else if !rights.allows_method(view.method) {
+        Some(format!("caller {caller} may not call {}", view.method))
+    } else if view.method == "tools/call" {
+        let tool = view.tool_name.as_deref().unwrap_or("");
+        (!rights.allows_tool(tool)).then(|| format!("caller {caller} may not call tool {tool}"))
+    } else {
+        None
+    };
+    let Some(message) = denied else {
+        return Ok(false);
+    };
+    ctx.refused = Some("denied");
+    let data = view
+        .tool_name
+        .as_deref()
+        .map(|t| serde_json::json!({"tool": t}));
+    let body = mcp::view::jsonrpc_error(view.id.as_ref(), mcp::view::FORBIDDEN, &message, data);
+    let mut reply = Reply::jsonrpc_error(403, body);
+    if !view.checked {
+        reply = reply.closing();
+    }
+    if ctx.caller.as_ref().is_some_and(|c| c.via_jwt) {
+        // RFC 6750 section 3.1: the token lacks the scope for this.
+        reply = reply.with_header(
+            http::header::WWW_AUTHENTICATE,
+            "Bearer error=\"insufficient_scope\"".to_string(),
+        );
+    }
+    reply
+        .send(session, &route.headers, ctx.conn.tls, &ctx.request_id)
+        .await?;
+    Ok(true)
+}
+
+/// `mcp_limits`: each limit whose tool or method is this request's, in order; the first that
+/// refuses answers a JSON-RPC error with the zone's status and Retry-After.
+async fn apply_mcp_limits(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    state: &State,
+    route: usize,
+) -> Result<Answered> {
+    let route = &state.routes[route];
+    let Some(view) = ctx.mcp.as_ref().filter(|_| !route.mcp_limits.is_empty()) else {
+        return Ok(false);
+    };
+    let caller = ctx.caller.as_ref().map(|c| &*c.name);
+    let mut wait = Duration::ZERO;
+    for (selector, limit) in &route.mcp_limits {
+        let what = match selector {
+            McpSelector::Tool(t)
+                if view.method == "tools/call" && view.tool_name.as_deref() == Some(t.as_str()) =>
+            {
+                format!("tool {t}")
+            }
+            McpSelector::Method(m) if view.method == m.as_str() => format!("method {m}"),
+            _ => continue,
+        };
+        match limit.check(session.req_header(), ctx.conn.client_ip, caller) {
+            Verdict::Pass => {}
+            Verdict::Wait(d) => wait = wait.max(d),
+            Verdict::Reject { retry_after } => {
+                ctx.refused = Some("limited");
+                let mut reply = limit.jsonrpc_refusal(view.id.as_ref(), &what, retry_after);
+                if !view.checked {
+                    reply = reply.closing();
+                }
+                reply
+                    .send(session, &route.headers, ctx.conn.tls, &ctx.request_id)
+                    .await?;
+                return Ok(true);
+            }
+        }
+    }
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    Ok(false)
 }
 
 /// The pool: a split picks it (weights, stickiness, force header, health); a route without a

@@ -90,7 +90,8 @@ pub fn run(cfg: Config, cli: &Cli) -> Result<(), String> {
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
     }
-    access_log::init(&cfg.server.access_log)?;
+    access_log::ACCESS.init(&cfg.server.access_log)?;
+    access_log::AUDIT.init(&cfg.server.audit_log)?;
 
     let tls_settings = match &cfg.listeners.https {
         Some(l) => {

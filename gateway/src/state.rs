@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use prometheus::IntGauge;
 use tokio::sync::watch;
 
+use crate::auth::Gate;
 use crate::config::{self, Config};
 use crate::edge::compress::GzipPolicy;
 use crate::edge::headers::ResponseHeaders;
@@ -27,8 +28,16 @@ pub struct RouteRt {
     /// One entry for `pool = ...`; several for `split = ...`.
     pub targets: Vec<Target>,
     pub stream: bool,
-    /// MCP-aware (`edge::mcp`).
+    /// MCP-aware (`mcp::view`).
     pub mcp: bool,
+    /// Body bytes read ahead for the MCP view.
+    pub mcp_peek: u64,
+    /// Per-tool and per-method limits (`mcp_limits`), in file order.
+    pub mcp_limits: Vec<(config::McpSelector, RouteLimiter)>,
+    /// A caller is required (`[auth]`).
+    pub auth: bool,
+    pub allowed_origins: Vec<String>,
+    pub allowed_hosts: Vec<String>,
     pub timeouts: Timeouts,
     /// Bytes; 0 = unlimited.
     pub max_body_size: u64,
@@ -57,6 +66,8 @@ pub struct State {
     pub redirect: Option<RedirectPolicy>,
     pub unrouted: UnroutedMetrics,
     pub redirected: UnroutedMetrics,
+    /// `[auth]`: the callers of `auth = true` routes (None when it names none).
+    pub gate: Option<Arc<Gate>>,
 }
 
 impl State {
@@ -100,6 +111,21 @@ impl State {
         // The TLS certificate (re-read on reload), rate zones (their state outlives
         // reloads), splits (a rollback lasts until the next reload).
         let cert = crate::edge::certs::load(&cfg)?;
+        let gate = Gate::build(&cfg.auth)?.map(Arc::new);
+        // Tool names the configuration mentions are known metric labels from the start.
+        crate::mcp::view::learn_tools(cfg.routes.iter().flat_map(|r| {
+            r.mcp_limits.iter().filter_map(|l| match &l.selector {
+                config::McpSelector::Tool(t) => Some(t.as_str()),
+                config::McpSelector::Method(_) => None,
+            })
+        }));
+        crate::mcp::view::learn_tools(
+            cfg.auth
+                .grants
+                .iter()
+                .flat_map(|g| g.tools.iter().map(String::as_str))
+                .filter(|t| !t.ends_with('*')),
+        );
         let zones = crate::policy::zones::plan(&cfg);
         let splits = crate::policy::split::build_all(&cfg);
         let mut routes = Vec::with_capacity(cfg.routes.len());
@@ -133,6 +159,18 @@ impl State {
                 targets,
                 stream: r.stream,
                 mcp: r.mcp,
+                mcp_peek: r.mcp_peek,
+                mcp_limits: r
+                    .mcp_limits
+                    .iter()
+                    .filter_map(|l| {
+                        RouteLimiter::new(&cfg, &l.limit, zones.zones())
+                            .map(|lim| (l.selector.clone(), lim))
+                    })
+                    .collect(),
+                auth: r.auth,
+                allowed_origins: r.allowed_origins.clone(),
+                allowed_hosts: r.allowed_hosts.clone(),
                 timeouts: Timeouts::of(r),
                 max_body_size: r.max_body_size,
                 retries: r.retries,
@@ -184,6 +222,7 @@ impl State {
             redirect,
             unrouted: UnroutedMetrics::new("-"),
             redirected: UnroutedMetrics::new("-redirect"),
+            gate,
             config: cfg,
         };
         Ok((state, activation))

@@ -46,19 +46,17 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
     }
 
     if let (Some(m), Some(r)) = (ctx.mcp.as_ref(), ctx.route()) {
-        let outcome = match status {
-            200..=399 => "ok",
-            400..=499 => "refused",
-            _ => "failed",
-        };
+        let outcome = crate::mcp::audit::outcome_label(status, ctx);
+        let pool = ctx.target().map_or("-", |t| &*t.pool.name);
         METRICS
             .mcp_requests
-            .with_label_values(&[&r.name, m.method, &m.tool, outcome])
+            .with_label_values(&[&r.name, pool, m.method, &m.tool, outcome])
             .inc();
         METRICS
             .mcp_duration
             .with_label_values(&[&r.name, m.method, &m.tool])
             .observe(elapsed);
+        crate::mcp::audit::record(session, ctx, status, outcome, elapsed);
     }
 
     // nginx's client_body_timeout and send_timeout (the header and keep-alive ones are counted
@@ -74,7 +72,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         }
     }
 
-    if !access_log::enabled() {
+    if !access_log::ACCESS.enabled() {
         return;
     }
     if let Some(err) = e {
@@ -99,7 +97,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         http::Version::HTTP_3 => "HTTP/3.0",
         _ => "HTTP/1.1",
     };
-    access_log::write(&Entry {
+    access_log::ACCESS.write(&Entry {
         ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         request_id: &ctx.request_id,
         client: &ctx.conn.client,
@@ -118,6 +116,6 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         upstream_header_time: ctx.timing.header,
         upstream_response_time: ctx.timing.response,
         mcp_method: ctx.mcp.as_ref().map(|m| m.method),
-        mcp_tool: ctx.mcp.as_ref().map(|m| m.tool.as_str()),
+        mcp_tool: ctx.mcp.as_ref().map(|m| &*m.tool),
     });
 }

@@ -140,7 +140,8 @@ fn method_and_tool_are_seen_from_headers_or_body_and_mismatches_refused() {
             .contains("input.x"),
         "{v}"
     );
-    assert_eq!(mcp_count(&gw, "unknown", "-", "ok"), 1.0);
+    // HTTP 200, but the tool failed: the answer's isError is the outcome.
+    assert_eq!(mcp_count(&gw, "unknown", "-", "tool_error"), 1.0);
 
     // The access log (written by its own thread) names method and tool on the MCP route only.
     let out = gw.curl_https("/tools", &[]);

@@ -22,6 +22,7 @@ const TOP_KEYS: &[&str] = &[
     "pools",
     "zones",
     "splits",
+    "auth",
     "routes",
 ];
 
@@ -39,7 +40,28 @@ pub fn config(ctx: &mut Ctx, root: &Table, file: PathBuf) -> Option<Config> {
     let pools = upstreams::pools(ctx, &top);
     let zones = routes::zones(ctx, &top);
     let splits = routes::splits(ctx, &top);
+    let auth = super::auth::auth(ctx, top.get("auth"));
     let routes = routes::routes(ctx, &top, &headers);
+    if let Some(a) = auth
+        .as_ref()
+        .filter(|a| a.tokens_file.is_none() && a.oauth.is_none())
+    {
+        for (i, r) in routes.iter().enumerate().filter(|(_, r)| r.auth) {
+            ctx.errs.add(
+                format!("routes[{i}].auth"),
+                format!(
+                    "route {:?} requires a caller, but [auth] names none: set auth.tokens_file or [auth.oauth]",
+                    r.name
+                ),
+            );
+        }
+        if !a.grants.is_empty() {
+            ctx.errs.add(
+                "auth.grants",
+                "grants without callers: set auth.tokens_file or [auth.oauth]",
+            );
+        }
+    }
 
     if !ctx.errs.list.is_empty() {
         return None;
@@ -55,6 +77,7 @@ pub fn config(ctx: &mut Ctx, root: &Table, file: PathBuf) -> Option<Config> {
         pools,
         zones,
         splits,
+        auth: auth?,
         routes,
     })
 }
@@ -128,6 +151,26 @@ fn limits(ctx: &mut Ctx, v: &toml::Value) -> Option<Limits> {
     })
 }
 
+/// A JSON-lines log's target: "stdout", "off" or a file path (its directory must exist).
+fn log_target(ctx: &mut Ctx, s: &Section, k: &str, default: &str) -> AccessLog {
+    match s.str(&mut ctx.errs, k).unwrap_or(default) {
+        "stdout" => AccessLog::Stdout,
+        "off" => AccessLog::Off,
+        "" => {
+            ctx.errs
+                .add(s.key(k), "empty (use \"stdout\", \"off\" or a file path)");
+            AccessLog::Off
+        }
+        path => {
+            let p = ctx.path(path);
+            if ctx.check_files {
+                files::check_log_dir(&mut ctx.errs, &s.key(k), &p);
+            }
+            AccessLog::File(p)
+        }
+    }
+}
+
 fn server(ctx: &mut Ctx, v: &toml::Value) -> Option<Server> {
     let allowed = [
         "threads",
@@ -135,6 +178,7 @@ fn server(ctx: &mut Ctx, v: &toml::Value) -> Option<Server> {
         "pid_file",
         "upgrade_sock",
         "access_log",
+        "audit_log",
         "error_log",
         "error_log_level",
     ];
@@ -144,24 +188,8 @@ fn server(ctx: &mut Ctx, v: &toml::Value) -> Option<Server> {
     let grace_period = s.duration_or(e, "grace_period", d::GRACE_PERIOD);
     let pid_file = s.str_or(e, "pid_file", d::PID_FILE);
     let upgrade_sock = s.str_or(e, "upgrade_sock", d::UPGRADE_SOCK);
-    let access_log = match s.str(e, "access_log").unwrap_or("stdout") {
-        "stdout" => AccessLog::Stdout,
-        "off" => AccessLog::Off,
-        "" => {
-            e.add(
-                s.key("access_log"),
-                "empty (use \"stdout\", \"off\" or a file path)",
-            );
-            AccessLog::Off
-        }
-        path => {
-            let p = ctx.path(path);
-            if ctx.check_files {
-                files::check_log_dir(&mut ctx.errs, &s.key("access_log"), &p);
-            }
-            AccessLog::File(p)
-        }
-    };
+    let access_log = log_target(ctx, &s, "access_log", "stdout");
+    let audit_log = log_target(ctx, &s, "audit_log", "off");
     let error_log = match s.str(&mut ctx.errs, "error_log") {
         None => None,
         Some("") => {
@@ -207,6 +235,7 @@ fn server(ctx: &mut Ctx, v: &toml::Value) -> Option<Server> {
         pid_file: ctx.path(&pid_file),
         upgrade_sock: ctx.path(&upgrade_sock),
         access_log,
+        audit_log,
         error_log,
         error_log_level,
     })

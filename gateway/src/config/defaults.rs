@@ -103,3 +103,14 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 /// nginx's `keepalive_requests 1000`: requests on one HTTP/1.1 connection before it closes.
 pub const KEEPALIVE_REQUESTS: u64 = 1000;
+
+/// Bytes of an MCP request body read ahead for its method and tool (the replay buffer's size).
+pub const MCP_PEEK: u64 = 64 * 1024;
+/// `[auth.oauth]`: a `jwks_url` is fetched again this often.
+pub const JWKS_REFRESH: Duration = Duration::from_secs(300);
+/// `[auth.oauth]`: clock skew allowed on `exp` and `nbf`.
+pub const JWT_LEEWAY: Duration = Duration::from_secs(60);
+/// `[auth.oauth]`: JWS algorithms accepted unless `algorithms` says otherwise.
+pub const JWT_ALGORITHMS: &[&str] = &["RS256", "ES256"];
+/// RFC 9728's well-known path prefix.
+pub const OAUTH_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";

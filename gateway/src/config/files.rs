@@ -13,7 +13,7 @@ use pingora::tls::pkey::PKey;
 use pingora::tls::ssl::{SslContextBuilder, SslMethod};
 use pingora::tls::x509::X509;
 
-use super::model::CertKey;
+use super::model::{CertKey, Secret};
 use super::reader::Errors;
 
 fn read(errs: &mut Errors, key: &str, path: &Path) -> Option<Vec<u8>> {
@@ -200,4 +200,67 @@ pub fn check_log_dir(errs: &mut Errors, key: &str, path: &Path) {
             );
         }
     }
+}
+
+/// `[auth] tokens_file`: `name:token` per line; blank lines and `#` comments skipped. Names are
+/// what logs and grants call the caller; tokens never appear in an error.
+pub fn load_tokens(errs: &mut Errors, key: &str, path: &Path) -> Option<Vec<(String, Secret)>> {
+    let bytes = read(errs, key, path)?;
+    let Ok(text) = String::from_utf8(bytes) else {
+        errs.add(key, "not UTF-8 text");
+        return None;
+    };
+    let mut out: Vec<(String, Secret)> = Vec::new();
+    let before = errs.list.len();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = format!("line {}", i + 1);
+        let Some((name, token)) = line.split_once(':') else {
+            errs.add(key, format!("{at}: expected name:token"));
+            continue;
+        };
+        let (name, token) = (name.trim(), token.trim());
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+        if !name_ok {
+            errs.add(
+                key,
+                format!("{at}: the name must be 1-64 of A-Z a-z 0-9 - _ . @"),
+            );
+        } else if !super::auth::is_token(token) {
+            errs.add(
+                key,
+                format!(
+                    "{at}: the token of {name:?} is empty or has characters a bearer token cannot"
+                ),
+            );
+        } else if out.iter().any(|(n, _)| n == name) {
+            errs.add(key, format!("{at}: the name {name:?} is given twice"));
+        } else if out.iter().any(|(_, t)| t.0 == token) {
+            errs.add(
+                key,
+                format!("{at}: the token of {name:?} is another caller's too"),
+            );
+        } else {
+            out.push((name.to_string(), Secret(token.to_string())));
+        }
+    }
+    if out.is_empty() && errs.list.len() == before {
+        errs.add(key, "no name:token line");
+    }
+    (errs.list.len() == before).then_some(out)
+}
+
+/// `[auth.oauth] jwks_file`: an RFC 7517 JWK Set with at least one signature key.
+pub fn load_jwks(errs: &mut Errors, key: &str, path: &Path) -> Option<crate::auth::jwks::KeySet> {
+    let bytes = read(errs, key, path)?;
+    crate::auth::jwks::KeySet::from_json(&bytes)
+        .map_err(|reason| errs.add(key, reason))
+        .ok()
 }

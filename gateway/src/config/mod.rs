@@ -36,6 +36,7 @@
 //! * Maps (pools, zones, splits, `[headers.set]`) come out sorted by name: the TOML reader does
 //!   not keep table order. Route order is file order.
 
+mod auth;
 mod decode;
 pub mod defaults;
 mod files;

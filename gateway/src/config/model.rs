@@ -33,6 +33,8 @@ pub struct Config {
     pub zones: BTreeMap<String, Zone>,
     /// Weighted splits over pools by name (blue-green, canary).
     pub splits: BTreeMap<String, Split>,
+    /// `[auth]`: callers of routes with `auth = true` and what they may call.
+    pub auth: Auth,
     /// Routes in file order. Matching: an exact `path` first, then the longest prefix, among
     /// routes whose `host` matches (or have none); see `routing::Router`.
     pub routes: Vec<Route>,
@@ -51,6 +53,9 @@ pub struct Server {
     pub upgrade_sock: PathBuf,
     /// Where JSON access-log lines go. Default stdout.
     pub access_log: AccessLog,
+    /// Where the audit log goes: one JSON line per MCP `tools/call` (caller, tool, outcome).
+    /// Default off.
+    pub audit_log: AccessLog,
     /// File for the program's own log lines (append). `None`: stderr. Required with `-d`, which
     /// detaches from the terminal like nginx (stderr and stdout are not kept).
     pub error_log: Option<PathBuf>,
@@ -346,6 +351,9 @@ pub struct Zone {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitKey {
     ClientIp,
+    /// The caller authenticated at the edge (`auth = true` routes): its token name or JWT
+    /// subject. Unauthenticated requests share the empty key (not accounted).
+    Caller,
     /// The bearer token of `Authorization: Bearer ...` (requests without one share the empty key).
     Bearer,
     Header(String),
@@ -376,13 +384,17 @@ pub enum Sticky {
 }
 
 /// `[splits.NAME.rollback]`: drop `pool`'s weight to 0 when its 5xx ratio over `window`
-/// exceeds `max_5xx_ratio` with at least `min_requests` requests.
+/// exceeds `max_5xx_ratio`, or its MCP tool-error ratio exceeds `max_tool_error_ratio`, with at
+/// least `min_requests` requests (tool calls for the second) in the window.
 #[derive(Debug, Clone)]
 pub struct Rollback {
     /// One of the split's pools.
     pub pool: String,
-    /// In (0, 1].
-    pub max_5xx_ratio: f64,
+    /// In (0, 1]. At least one of the two ratios is set.
+    pub max_5xx_ratio: Option<f64>,
+    /// In (0, 1]: `tools/call` answers that are a JSON-RPC error or `isError: true` (HTTP 200
+    /// all the same), among the pool's `tools/call` answers on MCP routes.
+    pub max_tool_error_ratio: Option<f64>,
     /// Default 60s.
     pub window: Duration,
     /// Default 50.
@@ -404,8 +416,24 @@ pub struct Route {
     /// SSE / NDJSON: no buffering, no gzip. Default false.
     pub stream: bool,
     /// An MCP endpoint (Streamable HTTP, JSON-RPC over POST): the gateway reads the method and
-    /// tool of each request (`edge::mcp`) for its metrics and access log. Default false.
+    /// tool of each request (`mcp::view`) for its metrics, limits, grants and the audit log.
+    /// Default false.
     pub mcp: bool,
+    /// Bytes of a JSON-RPC body read ahead for the MCP view when the request has no
+    /// `Mcp-Method` header; larger bodies pass as method "unknown". At most 64k (the replay
+    /// buffer). Default 64k.
+    pub mcp_peek: u64,
+    /// Per-method and per-tool rate limits on an MCP route, each checked after the route's own.
+    pub mcp_limits: Vec<McpLimit>,
+    /// Require a caller (`[auth]`): a named token or a valid JWT access token; 401 with
+    /// `WWW-Authenticate` otherwise, and the grants on MCP routes. Default false.
+    pub auth: bool,
+    /// `Origin` values accepted (scheme://host[:port], lower case); a request with another
+    /// Origin is refused (403). Empty = not checked. Default empty.
+    pub allowed_origins: Vec<String>,
+    /// `Host` names accepted (no port, lower case): DNS-rebinding protection. Empty = not
+    /// checked. Default empty.
+    pub allowed_hosts: Vec<String>,
     /// Default 5s.
     pub connect_timeout: Duration,
     /// Default 60s, or 86400s when `stream = true`.
@@ -422,6 +450,99 @@ pub struct Route {
     /// Response headers for this route: `[headers.set]` merged with `[routes.headers]`
     /// (override by case-insensitive name, `""` removes), in order.
     pub response_headers: Vec<(String, String)>,
+}
+
+/// One `mcp_limits` entry: a rate limit for one tool or one method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpLimit {
+    pub selector: McpSelector,
+    pub limit: RouteLimit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum McpSelector {
+    /// `tools/call` of this tool.
+    Tool(String),
+    /// Any request with this JSON-RPC method.
+    Method(String),
+}
+
+/// A secret from a file (a bearer token): shown as `***` by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `[auth]`: who may call routes with `auth = true`, and what they may do on MCP routes.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    /// `name:token` lines, absolute; re-read on reload. Default none.
+    pub tokens_file: Option<PathBuf>,
+    /// The tokens of `tokens_file` by caller name, as read by the loader (empty from
+    /// [`super::parse`], which reads no files).
+    pub tokens: Vec<(String, Secret)>,
+    /// Sent to the backends as `Authorization: Bearer ...` in place of the caller's credential
+    /// once the edge has authenticated it (a JWT means nothing to a backend holding static
+    /// tokens). Default none: the caller's header is forwarded.
+    pub upstream_token: Option<Secret>,
+    /// What callers may do on MCP routes; empty = every authenticated caller may do anything.
+    pub grants: Vec<Grant>,
+    /// `[auth.oauth]`: JWT access tokens (OAuth 2.1 resource server). Default none.
+    pub oauth: Option<OAuth>,
+}
+
+/// `[[auth.grants]]`: callers (by token name, or by JWT scope) and the methods and tools
+/// they may call. A caller's rights are the union of the grants that name it.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// Token names or JWT subjects; `"*"` = any authenticated caller.
+    pub callers: Vec<String>,
+    /// JWT scopes: a token with any one of them gets this grant.
+    pub scopes: Vec<String>,
+    /// JSON-RPC methods; `"*"` = all. Default `["*"]`.
+    pub methods: Vec<String>,
+    /// Tool names, a trailing `*` matching a prefix (`"change.*"`); `"*"` = all.
+    /// Default `["*"]`.
+    pub tools: Vec<String>,
+}
+
+/// `[auth.oauth]`: the MCP authorization spec's resource server.
+#[derive(Debug, Clone)]
+pub struct OAuth {
+    /// This resource's identifier (RFC 8707 / RFC 9728 `resource`): an https URL.
+    pub resource: String,
+    /// Authorization servers (RFC 9728 `authorization_servers`), at least one.
+    pub authorization_servers: Vec<String>,
+    /// The `iss` tokens must carry. Default the first authorization server.
+    pub issuer: String,
+    /// `aud` values accepted (one must be present). Default `[resource]`.
+    pub audiences: Vec<String>,
+    pub jwks: JwksSource,
+    /// How often a `jwks_url` is fetched again. Default 5m.
+    pub jwks_refresh: Duration,
+    /// JWS algorithms accepted (RFC 8725: an allowlist). Default `["RS256", "ES256"]`.
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp` / `nbf`. Default 60s.
+    pub leeway: Duration,
+    /// RFC 9728 `scopes_supported`. Default empty.
+    pub scopes_supported: Vec<String>,
+    /// The claim holding scopes. Default "scope" (`scp` is also read).
+    pub scope_claim: String,
+    /// The path the metadata is served on: `/.well-known/oauth-protected-resource` plus the
+    /// resource's path (RFC 9728 section 3.1).
+    pub metadata_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// Absolute; read at start and on reload.
+    File(PathBuf),
+    /// http(s) URL; fetched at start and every `jwks_refresh`.
+    Url(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -56,6 +56,7 @@ pub fn zones(ctx: &mut Ctx, top: &Section) -> BTreeMap<String, Zone> {
         let key = match key_text {
             "client_ip" => Some(LimitKey::ClientIp),
             "bearer" => Some(LimitKey::Bearer),
+            "caller" => Some(LimitKey::Caller),
             other => match other.strip_prefix("header:") {
                 Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
                     Some(LimitKey::Header(h.to_string()))
@@ -63,7 +64,7 @@ pub fn zones(ctx: &mut Ctx, top: &Section) -> BTreeMap<String, Zone> {
                 _ => {
                     e.add(
                         s.key("key"),
-                        format!("{other:?} is not one of client_ip, bearer, header:<Name>"),
+                        format!("{other:?} is not one of client_ip, bearer, caller, header:<Name>"),
                     );
                     None
                 }
@@ -209,7 +210,13 @@ fn split(ctx: &mut Ctx, name: &str, s: &Section, pools: &Declared) -> Option<Spl
         .section(
             &mut ctx.errs,
             "rollback",
-            &["pool", "max_5xx_ratio", "window", "min_requests"],
+            &[
+                "pool",
+                "max_5xx_ratio",
+                "max_tool_error_ratio",
+                "window",
+                "min_requests",
+            ],
         )
         .and_then(|r| {
             let e = &mut ctx.errs;
@@ -222,19 +229,20 @@ fn split(ctx: &mut Ctx, name: &str, s: &Section, pools: &Declared) -> Option<Spl
                     );
                 }
             }
-            let ratio = if r.has("max_5xx_ratio") {
-                r.float(e, "max_5xx_ratio")
-            } else {
+            let mut ratio = |k: &str| {
+                let x = r.float(e, k)?;
+                if !(x > 0.0 && x <= 1.0) {
+                    e.add(r.key(k), format!("{x} must be in (0, 1]"));
+                }
+                Some(x)
+            };
+            let max_5xx_ratio = ratio("max_5xx_ratio");
+            let max_tool_error_ratio = ratio("max_tool_error_ratio");
+            if !r.has("max_5xx_ratio") && !r.has("max_tool_error_ratio") {
                 e.add(
                     r.key("max_5xx_ratio"),
-                    "missing (required): a ratio in (0, 1]",
+                    "missing (required): a ratio in (0, 1], or max_tool_error_ratio",
                 );
-                None
-            };
-            if let Some(x) = ratio {
-                if !(x > 0.0 && x <= 1.0) {
-                    e.add(r.key("max_5xx_ratio"), format!("{x} must be in (0, 1]"));
-                }
             }
             let window = r.duration_or(e, "window", d::ROLLBACK_WINDOW);
             if window.is_zero() {
@@ -249,7 +257,8 @@ fn split(ctx: &mut Ctx, name: &str, s: &Section, pools: &Declared) -> Option<Spl
             );
             Some(Rollback {
                 pool: pool?.to_string(),
-                max_5xx_ratio: ratio?,
+                max_5xx_ratio,
+                max_tool_error_ratio,
                 window,
                 min_requests,
             })
@@ -273,6 +282,11 @@ const ROUTE_KEYS: &[&str] = &[
     "split",
     "stream",
     "mcp",
+    "mcp_peek",
+    "mcp_limits",
+    "auth",
+    "allowed_origins",
+    "allowed_hosts",
     "connect_timeout",
     "read_timeout",
     "write_timeout",
@@ -439,6 +453,21 @@ fn route(
 
     let stream = s.bool_or(e, "stream", false);
     let mcp = s.bool_or(e, "mcp", false);
+    let mcp_peek = s.size_or(e, "mcp_peek", d::MCP_PEEK);
+    if mcp_peek > d::MCP_PEEK {
+        e.add(
+            s.key("mcp_peek"),
+            format!("{mcp_peek} is over the 64k the request body can be replayed from"),
+        );
+    }
+    let auth = s.bool_or(e, "auth", false);
+    let allowed_origins = super::auth::origins(e, s, "allowed_origins");
+    let allowed_hosts = super::auth::hosts(e, s, "allowed_hosts");
+    for k in ["mcp_peek", "mcp_limits"] {
+        if s.has(k) && !mcp {
+            e.add(s.key(k), "only on an MCP route (mcp = true)");
+        }
+    }
     let read_default = if stream {
         d::STREAM_READ_TIMEOUT
     } else {
@@ -462,8 +491,9 @@ fn route(
 
     let limit = match s.get("limit") {
         None => None,
-        Some(v) => route_limit(ctx, s, v, &refs.zones),
+        Some(v) => route_limit(ctx, &s.key("limit"), v, &refs.zones),
     };
+    let mcp_limits = mcp_limits(ctx, s, &refs.zones);
 
     let response_headers = merge_headers(global_headers, &route_header_overrides(ctx, s));
 
@@ -474,6 +504,11 @@ fn route(
         target: target?,
         stream,
         mcp,
+        mcp_peek,
+        mcp_limits,
+        auth,
+        allowed_origins,
+        allowed_hosts,
         connect_timeout,
         read_timeout,
         write_timeout,
@@ -512,13 +547,60 @@ pub fn merge_headers(
     out
 }
 
-fn route_limit(ctx: &mut Ctx, s: &Section, v: &Value, zones: &Declared) -> Option<RouteLimit> {
+/// `mcp_limits = [{ tool = "change.archive", zone = "z", burst, nodelay | delay }, { method =
+/// "tools/list", zone = ... }]`.
+fn mcp_limits(ctx: &mut Ctx, s: &Section, zones: &Declared) -> Vec<McpLimit> {
+    let Some(list) = s.array(&mut ctx.errs, "mcp_limits") else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, v) in list.iter().enumerate() {
+        let key = format!("{}[{i}]", s.key("mcp_limits"));
+        let Some(l) = Section::new(
+            &mut ctx.errs,
+            key.clone(),
+            v,
+            &["tool", "method", "zone", "burst", "nodelay", "delay"],
+        ) else {
+            continue;
+        };
+        let e = &mut ctx.errs;
+        let selector = match (l.str(e, "tool"), l.str(e, "method")) {
+            (Some(t), None) if !t.is_empty() => Some(McpSelector::Tool(t.to_string())),
+            (None, Some(m)) if crate::mcp::is_method(m) => Some(McpSelector::Method(m.to_string())),
+            (None, Some(m)) => {
+                e.add(l.key("method"), format!("{m:?} is not an MCP method"));
+                None
+            }
+            (Some(_), Some(_)) => {
+                e.add(key.clone(), "set either tool or method, not both");
+                None
+            }
+            _ => {
+                e.add(l.key("tool"), "missing (required): set tool or method");
+                None
+            }
+        };
+        let limit = route_limit_section(ctx, &l, zones);
+        if let (Some(selector), Some(limit)) = (selector, limit) {
+            out.push(McpLimit { selector, limit });
+        }
+    }
+    out
+}
+
+fn route_limit(ctx: &mut Ctx, key: &str, v: &Value, zones: &Declared) -> Option<RouteLimit> {
     let l = Section::new(
         &mut ctx.errs,
-        s.key("limit"),
+        key.to_string(),
         v,
         &["zone", "burst", "nodelay", "delay"],
     )?;
+    route_limit_section(ctx, &l, zones)
+}
+
+/// `zone`, `burst`, `nodelay` | `delay` of a limit table (nginx's limit_req).
+fn route_limit_section(ctx: &mut Ctx, l: &Section, zones: &Declared) -> Option<RouteLimit> {
     let e = &mut ctx.errs;
     let zone = l.required_str(e, "zone");
     if let Some(z) = zone {

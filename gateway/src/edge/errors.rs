@@ -35,6 +35,26 @@ impl GatewayError {
         }
     }
 
+    /// No credential, or one the edge does not accept (`auth = true` routes).
+    pub fn unauthorized(message: String) -> GatewayError {
+        GatewayError {
+            status: 401,
+            code: "UNAUTHORIZED",
+            message,
+            hint: "send Authorization: Bearer <token>",
+        }
+    }
+
+    /// A refused Origin or Host (DNS-rebinding protection), or a caller outside its grants.
+    pub fn forbidden(message: String, hint: &'static str) -> GatewayError {
+        GatewayError {
+            status: 403,
+            code: "FORBIDDEN",
+            message,
+            hint,
+        }
+    }
+
     /// What a proxying error becomes for the client; None when the client is gone anyway.
     pub fn from_proxy_error(e: &Error, body_limit: u64) -> Option<GatewayError> {
         let upstream = matches!(e.esource(), ErrorSource::Upstream);
@@ -109,6 +129,8 @@ impl GatewayError {
 fn code_for(status: u16) -> &'static str {
     match status {
         400 => "BAD_REQUEST",
+        401 => "UNAUTHORIZED",
+        403 => "FORBIDDEN",
         408 => "REQUEST_TIMEOUT",
         404 => "NOT_FOUND",
         413 => "PAYLOAD_TOO_LARGE",

@@ -7,7 +7,6 @@ pub mod compress;
 pub mod conn;
 pub mod errors;
 pub mod headers;
-pub mod mcp;
 pub mod path;
 pub mod real_ip;
 pub mod redirect;

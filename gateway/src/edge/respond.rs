@@ -31,6 +31,21 @@ impl Reply {
         Reply::json(status, body, true)
     }
 
+    /// Closes the connection after this reply: the request body was not read to its end.
+    pub fn closing(mut self) -> Reply {
+        self.keepalive = false;
+        self
+    }
+
+    /// A JSON document the gateway serves itself (RFC 9728 metadata), 200.
+    pub fn json_document(body: Bytes) -> Reply {
+        let mut r = Reply::json(200, body, true);
+        r.headers.retain(|(n, _)| *n != header::CACHE_CONTROL);
+        r.headers
+            .push((header::CACHE_CONTROL, "max-age=300".into()));
+        r
+    }
+
     fn json(status: u16, body: Bytes, keepalive: bool) -> Reply {
         Reply {
             status,

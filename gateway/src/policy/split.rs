@@ -146,7 +146,7 @@ impl SplitRt {
                     )),
                 };
             }
-            Sticky::Bearer => crate::policy::zones::bearer_token(req).map(hash_of),
+            Sticky::Bearer => crate::auth::bearer(req).map(hash_of),
             Sticky::ClientIp => client_ip.map(hash_of),
             Sticky::Header(h) => req.headers.get(h.as_str()).map(|v| hash_of(v.as_bytes())),
             Sticky::None => None,
@@ -217,10 +217,11 @@ impl SplitRt {
     }
 
     /// Counts a finished request on pool `index` for the rollback watch.
-    pub fn observe(&self, index: usize, status: u16) {
+    /// A finished request of target `index`; `tool_call` is Some(failed) for an MCP tool call.
+    pub fn observe(&self, index: usize, status: u16, tool_call: Option<bool>) {
         if let Some(rb) = &self.rollback {
             if rb.pool_index == index && status != 0 {
-                rb.record(&self.name, status);
+                rb.record(&self.name, status, tool_call);
             }
         }
     }
@@ -241,16 +242,24 @@ impl SplitRt {
             })
             .collect();
         let rollback = self.rollback.as_ref().map(|rb| {
-            let (errors, total) = rb.window();
+            let w = rb.window();
             json!({
                 "pool": rb.pool,
                 "rolled_back": rb.tripped(),
-                "tripped_at": rb.tripped_at().map(|(e, t)| json!({"errors_5xx": e, "requests": t})),
-                "max_5xx_ratio": rb.max_ratio,
+                "tripped_at": rb.tripped_at().map(|s| json!({
+                    "errors_5xx": s.errors_5xx,
+                    "requests": s.requests,
+                    "tool_errors": s.tool_errors,
+                    "tool_calls": s.tool_calls,
+                })),
+                "max_5xx_ratio": rb.max_5xx_ratio,
+                "max_tool_error_ratio": rb.max_tool_error_ratio,
                 "window_ms": rb.window_ms,
                 "min_requests": rb.min_requests,
-                "window_errors_5xx": errors,
-                "window_requests": total,
+                "window_errors_5xx": w.errors_5xx,
+                "window_requests": w.requests,
+                "window_tool_errors": w.tool_errors,
+                "window_tool_calls": w.tool_calls,
             })
         });
         json!({

@@ -165,8 +165,14 @@ impl RouteLimiter {
         })
     }
 
-    /// Accounts the request in its zone. `client_ip` is the address after `[real_ip]`.
-    pub fn check(&self, req: &RequestHeader, client_ip: Option<IpAddr>) -> Verdict {
+    /// Accounts the request in its zone. `client_ip` is the address after `[real_ip]`, `caller`
+    /// the name the edge authenticated.
+    pub fn check(
+        &self,
+        req: &RequestHeader,
+        client_ip: Option<IpAddr>,
+        caller: Option<&str>,
+    ) -> Verdict {
         let mut ip_buf = [0u8; 16];
         let key: &[u8] = match &self.key {
             LimitKey::ClientIp => match client_ip {
@@ -181,7 +187,8 @@ impl RouteLimiter {
                 }
                 None => b"",
             },
-            LimitKey::Bearer => bearer_token(req).unwrap_or(b""),
+            LimitKey::Bearer => crate::auth::bearer(req).unwrap_or(b""),
+            LimitKey::Caller => caller.map(str::as_bytes).unwrap_or(b""),
             LimitKey::Header(name) => req
                 .headers
                 .get(name.as_str())
@@ -223,17 +230,28 @@ impl RouteLimiter {
         };
         Reply::error(&err, request_id).with_header(http::header::RETRY_AFTER, secs.to_string())
     }
-}
 
-/// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
-pub fn bearer_token(req: &RequestHeader) -> Option<&[u8]> {
-    let v = req.headers.get(http::header::AUTHORIZATION)?.as_bytes();
-    let (scheme, rest) = v.split_at_checked(7)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer ") {
-        return None;
+    /// The refusal on an MCP route: a JSON-RPC error naming what was limited (`what`: the tool
+    /// or method), the zone's status and `Retry-After`.
+    pub fn jsonrpc_refusal(
+        &self,
+        id: Option<&serde_json::Value>,
+        what: &str,
+        retry_after: Duration,
+    ) -> Reply {
+        let secs = retry_after.as_millis().div_ceil(1000).max(1);
+        let body = crate::mcp::view::jsonrpc_error(
+            id,
+            crate::mcp::view::RATE_LIMITED,
+            &format!(
+                "rate limited: {what} (rate zone {}); retry after {secs} s",
+                self.zone_name
+            ),
+            Some(serde_json::json!({"retryAfter": secs as u64, "zone": &*self.zone_name})),
+        );
+        Reply::jsonrpc_error(self.status, body)
+            .with_header(http::header::RETRY_AFTER, secs.to_string())
     }
-    let token = rest.trim_ascii();
-    (!token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]
@@ -270,11 +288,14 @@ limit = { zone = "z", burst = 1, nodelay = true }
         planned.commit();
         let lim = RouteLimiter::new(&cfg, cfg.routes[0].limit.as_ref().unwrap(), &zones).unwrap();
         // burst 1 nodelay: two pass at once, the third is refused.
-        assert!(matches!(lim.check(&req("a"), None), Verdict::Pass));
-        assert!(matches!(lim.check(&req("a"), None), Verdict::Pass));
-        assert!(matches!(lim.check(&req("a"), None), Verdict::Reject { .. }));
+        assert!(matches!(lim.check(&req("a"), None, None), Verdict::Pass));
+        assert!(matches!(lim.check(&req("a"), None, None), Verdict::Pass));
+        assert!(matches!(
+            lim.check(&req("a"), None, None),
+            Verdict::Reject { .. }
+        ));
         // Another client has its own bucket.
-        assert!(matches!(lim.check(&req("b"), None), Verdict::Pass));
+        assert!(matches!(lim.check(&req("b"), None, None), Verdict::Pass));
 
         let cfg2 = config::parse(
             &CONF.replace("1r/s", "2r/m"),
@@ -292,7 +313,7 @@ limit = { zone = "z", burst = 1, nodelay = true }
             RouteLimiter::new(&cfg2, cfg2.routes[0].limit.as_ref().unwrap(), &zones2).unwrap();
         // Client a is still in debt after the reload.
         assert!(matches!(
-            lim2.check(&req("a"), None),
+            lim2.check(&req("a"), None, None),
             Verdict::Reject { .. }
         ));
         assert_eq!(zones2["z"].counters().rejected, 2);
@@ -324,7 +345,7 @@ limit = { zone = "z", burst = 1, nodelay = true }
         let lim = RouteLimiter::new(&cfg, cfg.routes[0].limit.as_ref().unwrap(), &zones).unwrap();
         let anonymous = RequestHeader::build("GET", b"/", None).unwrap();
         for _ in 0..10 {
-            assert!(matches!(lim.check(&anonymous, None), Verdict::Pass));
+            assert!(matches!(lim.check(&anonymous, None, None), Verdict::Pass));
         }
         let c = zones["e"].counters();
         assert_eq!((c.passed, c.delayed, c.rejected), (0, 0, 0));
@@ -334,9 +355,9 @@ limit = { zone = "z", burst = 1, nodelay = true }
 
     #[test]
     fn bearer_tokens() {
-        assert_eq!(bearer_token(&req("abc")), Some(&b"abc"[..]));
+        assert_eq!(crate::auth::bearer(&req("abc")), Some(&b"abc"[..]));
         let mut r = RequestHeader::build("GET", b"/", None).unwrap();
         r.insert_header("authorization", "Basic xyz").unwrap();
-        assert_eq!(bearer_token(&r), None);
+        assert_eq!(crate::auth::bearer(&r), None);
     }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 
+mod auth;
 mod errors;
 mod files;
 mod policy;
