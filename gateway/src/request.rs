@@ -454,12 +454,16 @@ async fn authorize(
     if !view.checked {
         reply = reply.closing();
     }
-    if ctx.caller.as_ref().is_some_and(|c| c.via_jwt) {
-        // RFC 6750 section 3.1: the token lacks the scope for this.
-        reply = reply.with_header(
-            http::header::WWW_AUTHENTICATE,
-            "Bearer error=\"insufficient_scope\"".to_string(),
-        );
+    // A JWT caller whose token lacks a scope that would allow this: say which (step-up).
+    let tool = (view.method == "tools/call").then(|| view.tool_name.as_deref().unwrap_or(""));
+    if let Some(challenge) = ctx
+        .caller
+        .as_ref()
+        .filter(|c| c.via_jwt && view.checked)
+        .and(state.gate.as_ref())
+        .and_then(|g| g.scope_challenge(view.method, tool))
+    {
+        reply = reply.with_header(http::header::WWW_AUTHENTICATE, challenge);
     }
     reply
         .send(session, &route.headers, ctx.conn.tls, &ctx.request_id)

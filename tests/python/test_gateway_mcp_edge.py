@@ -331,8 +331,18 @@ async def test_jwt_access_tokens(edge: Edge):
                 assert not (await s.call_tool("change.list", {})).is_error
                 with pytest.raises(MCPError):
                     await s.call_tool("change.archive", {"slug": "add-webhooks"})
+        # Refused by its grants, the JWT caller learns which scope would allow the call.
+        r = await http.post(edge.url, json={"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                                            "params": {"name": "change.archive",
+                                                       "arguments": {"slug": "add-webhooks"}}},
+                            headers={"Accept": "application/json, text/event-stream"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == -32003
+        challenge = r.headers["www-authenticate"]
+        assert 'error="insufficient_scope"' in challenge and 'scope="mcp:admin"' in challenge
+        assert "resource_metadata=" in challenge
     calls = [(l["caller"], l["tool"], l["outcome"]) for l in edge.audit_lines()]
-    assert calls == [("alice", "change.list", "ok"), ("alice", "change.archive", "denied")]
+    assert calls == [("alice", "change.list", "ok"), ("alice", "change.archive", "denied"),
+                     ("alice", "change.archive", "denied")]
 
 
 async def test_origin_and_host_are_checked_before_the_backend(edge: Edge):
@@ -408,3 +418,98 @@ auth = true
     time.sleep(0.1)
     statuses = {json.loads(l)["status"] for l in edge.access.read_text().splitlines()}
     assert statuses <= {200, 202}, statuses
+
+
+def reload_and_wait(edge: Edge, before: float) -> None:
+    import os
+    import signal
+    os.kill(edge.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while counter(edge.metrics(), "gateway_config_reloads_total", result="ok") <= before:
+        assert time.monotonic() < deadline, edge.proc.log()
+        time.sleep(0.05)
+
+
+async def test_the_tokens_file_is_read_again_on_reload(edge: Edge, tmp_path):
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    accept = {"Accept": "application/json, text/event-stream"}
+
+    async def status(token: str) -> int:
+        async with edge.client(token) as http:
+            return (await http.post(edge.url, json=ping, headers=accept)).status_code
+
+    assert await status(READER) == 200
+    before = counter(edge.metrics(), "gateway_config_reloads_total", result="ok")
+    (tmp_path / "callers.txt").write_text(f"reader:rotated-token-0000000000\nadmin:{ADMIN}\n")
+    reload_and_wait(edge, before)
+    assert await status(READER) == 401
+    assert await status("rotated-token-0000000000") == 200
+    # A broken file is refused by the reload and changes nothing.
+    errors_before = counter(edge.metrics(), "gateway_config_reloads_total", result="error")
+    (tmp_path / "callers.txt").write_text("reader rotated\n")
+    import os
+    import signal
+    os.kill(edge.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while counter(edge.metrics(), "gateway_config_reloads_total", result="error") <= errors_before:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert await status("rotated-token-0000000000") == 200
+    assert "auth.tokens_file: line 1: expected name:token" in edge.proc.log()
+
+
+async def test_keys_from_a_jwks_url_follow_a_key_rotation(procs, start_backend, tls_cert,
+                                                         tmp_path):
+    import http.server
+    import threading
+
+    keys = Keys()
+    served = {"body": keys.jwks().encode()}
+
+    class Jwks(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(served["body"])))
+            self.end_headers()
+            self.wfile.write(served["body"])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = start_backend(env={"AUTH_TOKENS": BACKEND_SECRET})
+        url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+        edge = start_edge(procs, tmp_path, tls_cert, [("backend", backend)], routes=MCP_ROUTE,
+                          extra="")
+        conf = tmp_path / "gateway.toml"
+        conf.write_text(conf.read_text().replace('jwks_file = "jwks.json"', f'jwks_url = "{url}"'))
+        before = counter(edge.metrics(), "gateway_config_reloads_total", result="ok")
+        reload_and_wait(edge, before)
+        ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        accept = {"Accept": "application/json, text/event-stream"}
+
+        async def status(token: str) -> int:
+            async with edge.client(token) as http:
+                return (await http.post(edge.url, json=ping, headers=accept)).status_code
+
+        deadline = time.monotonic() + 10
+        while await status(keys.token(edge.url)) != 200:
+            assert time.monotonic() < deadline, edge.proc.log()
+            time.sleep(0.2)
+        # The authorization server rotates to a new key under a new kid: the first token
+        # naming it makes the gateway fetch the set again.
+        new = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = json.loads(RSAAlgorithm.to_jwk(new.public_key()))
+        jwk.update({"kid": "k2", "use": "sig", "alg": "RS256"})
+        served["body"] = json.dumps({"keys": [jwk]}).encode()
+        now = int(time.time())
+        rotated = jwt.encode({"iss": ISSUER, "aud": edge.url, "sub": "bob", "scope": "mcp:read",
+                              "exp": now + 300}, new, algorithm="RS256", headers={"kid": "k2"})
+        assert await status(rotated) == 200
+        # The old key is gone from the set.
+        assert await status(keys.token(edge.url)) == 401
+    finally:
+        server.shutdown()

@@ -164,6 +164,35 @@ impl Gate {
         }
     }
 
+    /// `WWW-Authenticate` for a JWT caller refused by its grants, when a scope would allow the
+    /// call (RFC 6750 section 3.1 `insufficient_scope`, with the scopes that would, and the
+    /// metadata as the MCP authorization spec's step-up asks). None when no scope would: a
+    /// client cannot fix that by asking for another token.
+    pub fn scope_challenge(&self, method: &str, tool: Option<&str>) -> Option<String> {
+        let o = self.oauth.as_ref()?;
+        let mut scopes: Vec<&str> = Vec::new();
+        for g in self.grants.iter() {
+            let allows = allows(&g.methods, method)
+                && tool
+                    .is_none_or(|t| allows(&g.methods, "tools/call") && tool_matches(&g.tools, t));
+            if allows {
+                for sc in &g.scopes {
+                    if !scopes.contains(&sc.as_str()) {
+                        scopes.push(sc);
+                    }
+                }
+            }
+        }
+        if scopes.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "Bearer realm=\"gateway\", error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{}\"",
+            scopes.join(" "),
+            o.metadata_url
+        ))
+    }
+
     /// `WWW-Authenticate` for a 401 (RFC 6750 section 3; RFC 9728 section 5.1 adds
     /// `resource_metadata`, which MCP clients follow to find the authorization server).
     pub fn challenge(&self, refusal: &Refusal) -> String {
@@ -321,14 +350,17 @@ impl Rights {
     /// May call this tool (`tools/call` granted together with the tool).
     pub fn allows_tool(&self, tool: &str) -> bool {
         self.grants.is_none()
-            || self.matched().any(|g| {
-                allows(&g.methods, "tools/call")
-                    && g.tools.iter().any(|t| match t.strip_suffix('*') {
-                        Some(prefix) => tool.starts_with(prefix),
-                        None => t == tool,
-                    })
-            })
+            || self
+                .matched()
+                .any(|g| allows(&g.methods, "tools/call") && tool_matches(&g.tools, tool))
     }
+}
+
+fn tool_matches(tools: &[String], tool: &str) -> bool {
+    tools.iter().any(|t| match t.strip_suffix('*') {
+        Some(prefix) => tool.starts_with(prefix),
+        None => t == tool,
+    })
 }
 
 fn allows(methods: &[String], method: &str) -> bool {
