@@ -10,6 +10,14 @@ sending MCP `tools/call change.open` requests. Prints requests/s, p50/p99,
 CPU seconds per 10k requests of the proxy process(es), and the ratios
 gateway/nginx and gateway/direct.
 
+The cost of MCP awareness is measured in the same run, against the same backends: two more
+gateway processes with the plain gateway's configuration plus
+  * mcp-view: `mcp = true` on the route (JSON-RPC body read-ahead for method and tool,
+    per-method/tool metrics, response outcome scanning), and
+  * mcp-edge: the view plus `auth = true` (a named token from a tokens file), a grant,
+    a per-tool limit on the called tool that never refuses, and the audit log,
+each printed as a ratio to the plain gateway (the aim: within 5%).
+
 Everything listens on 127.0.0.1 free ports and is stopped by pid at the end.
 Usage: bench/gateway.sh [--duration S] [--connections N] [--quick]
 """
@@ -33,6 +41,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release"
 TOKEN = "bench-token"
+CALLER = "bench"  # the token's name in the mcp-edge gateway's tokens file
+TOOL = "change.open"
+MCP_VARIANTS = ("mcp-view", "mcp-edge")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -69,6 +80,19 @@ def cpu_seconds(pids: list[int]) -> float:
         except (OSError, IndexError, ValueError):
             pass
     return total / CLK_TCK
+
+
+def system_cpu_seconds() -> float:
+    """user+nice+system of the whole machine (irq/softirq and idle left out), in seconds."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return (int(fields[0]) + int(fields[1]) + int(fields[2])) / CLK_TCK
+
+
+def load_generator_cpu_seconds() -> float:
+    """CPU of the finished children of this script (wrk, h2load, curl-like helpers)."""
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def children(pid: int) -> list[int]:
@@ -118,11 +142,38 @@ SECURITY_HEADERS = {
 }
 
 
-def gateway_config(http_port, https_port, admin_port, backends, cert, key, access_log) -> str:
+def gateway_config(http_port, https_port, admin_port, backends, cert, key, access_log,
+                   mcp: str = "plain") -> str:
+    """The plain gateway's configuration; mcp = "view" adds the MCP view to the route,
+    "edge" the view plus named-token auth, a grant, a per-tool limit that never refuses (on
+    the tool the benchmark calls, so it is checked on every request) and the audit log."""
     servers = ", ".join(f'{{ address = "127.0.0.1:{p}", weight = 1 }}' for p in backends)
+    server_extra = route_extra = top_extra = ""
+    if mcp in ("view", "edge"):
+        route_extra = "mcp = true\n"
+    if mcp == "edge":
+        tokens = Path(f"{access_log}.callers.txt")
+        tokens.write_text(f"{CALLER}:{TOKEN}\n")
+        tokens.chmod(0o600)
+        server_extra = f'audit_log = "{access_log}.audit.log"\n'
+        route_extra += ("auth = true\n"
+                        f'mcp_limits = [{{ tool = "{TOOL}", zone = "z", burst = 100000, nodelay = true }}]\n')
+        top_extra = f"""
+[auth]
+tokens_file = "{tokens}"
+
+[[auth.grants]]
+callers = ["{CALLER}"]
+methods = ["*"]
+tools = ["*"]
+
+[zones.z]
+key = "caller"
+rate = "100000r/s"
+"""
     return f"""
 [server]
-threads = 2
+{server_extra}threads = 2
 grace_period = "5s"
 access_log = "{access_log}"
 pid_file = "{access_log}.pid"
@@ -154,7 +205,7 @@ pool = "backend"
 stream = true
 read_timeout = "60s"
 max_body_size = "1m"
-"""
+{route_extra}{top_extra}"""
 
 
 def nginx_config(prefix: Path, http_port, https_port, backends, cert, key) -> str:
@@ -233,6 +284,50 @@ def first_change_slug(base: str) -> str:
     raise RuntimeError(f"no change slug in change.list answer: {doc}")
 
 
+def post_rpc(url: str, rpc: dict, token: str | None = TOKEN) -> tuple[int, dict | str]:
+    """One JSON-RPC POST; (status, parsed answer or text)."""
+    import ssl
+    import urllib.error
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               "MCP-Protocol-Version": "2025-06-18"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=json.dumps(rpc).encode(), method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5, context=ssl._create_unverified_context()) as r:
+            status, text = r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read().decode(errors="replace")
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def check_tools_call(name: str, url: str, rpc: dict) -> None:
+    """The request the load generators send must be a tools/call the backend answers 200
+    with a JSON-RPC result that is not a tool error."""
+    status, doc = post_rpc(url, rpc)
+    ok = (status == 200 and isinstance(doc, dict) and "result" in doc
+          and not doc["result"].get("isError"))
+    if not ok:
+        raise RuntimeError(f"{name}: tools/call {TOOL} via {url} answered {status}: {str(doc)[:300]}")
+
+
+def mcp_counts(admin_port: int) -> dict[str, float]:
+    """gateway_mcp_requests_total summed by outcome (tools/call of TOOL only)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if (line.startswith("gateway_mcp_requests_total{") and 'method="tools/call"' in line
+                and f'tool="{TOOL}"' in line):
+            labels, value = line.rsplit(" ", 1)
+            outcome = labels.split('outcome="', 1)[1].split('"', 1)[0]
+            out[outcome] = out.get(outcome, 0) + float(value)
+    return out
+
+
 def parse_wrk(out: str) -> dict:
     res = {}
     for line in out.splitlines():
@@ -268,10 +363,12 @@ def run_wrk(url: str, lua: Path, duration: int, conns: int) -> dict:
 
 
 def run_h2load(url: str, body: Path, duration: int, clients: int, streams: int, log: Path) -> dict:
+    log.unlink(missing_ok=True)  # h2load appends to its log file
     argv = ["h2load", "-D", str(duration), "-c", str(clients), "-m", str(streams), "-t", "1",
             "-d", str(body), "--log-file", str(log),
             "-H", "Content-Type: application/json",
             "-H", "Accept: application/json, text/event-stream",
+            "-H", "MCP-Protocol-Version: 2025-06-18",
             "-H", f"Authorization: Bearer {TOKEN}", url]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30).stdout
     times, ok = [], 0
@@ -337,6 +434,17 @@ def main() -> int:
             other = stack.spawn("other", [args.compare_gateway, "-c", str(o_conf)])
             wait_http(f"http://127.0.0.1:{o_admin}/readyz")
 
+        # The same gateway with MCP awareness: view, and view + auth + grants + limit + audit.
+        variants: dict[str, tuple[int, int, int, subprocess.Popen]] = {}
+        for name in MCP_VARIANTS:
+            v_http, v_https, v_admin = free_port(), free_port(), free_port()
+            v_conf = tmp / f"{name}.toml"
+            v_conf.write_text(gateway_config(v_http, v_https, v_admin, backends, cert, key,
+                                             tmp / f"{name}-access.log", mcp=name.split("-")[1]))
+            v = stack.spawn(name, [str(BIN / "gateway"), "-c", str(v_conf)])
+            wait_http(f"http://127.0.0.1:{v_admin}/readyz")
+            variants[name] = (v_http, v_https, v_admin, v)
+
         ng_http, ng_https = free_port(), free_port()
         ng_prefix = tmp / "nginx"
         ng_prefix.mkdir()
@@ -357,6 +465,7 @@ def main() -> int:
             f"wrk.body = {json.dumps(json.dumps(rpc))}\n"
             'wrk.headers["Content-Type"] = "application/json"\n'
             'wrk.headers["Accept"] = "application/json, text/event-stream"\n'
+            'wrk.headers["MCP-Protocol-Version"] = "2025-06-18"\n'
             f'wrk.headers["Authorization"] = "Bearer {TOKEN}"\n')
 
         targets = {
@@ -368,12 +477,29 @@ def main() -> int:
         if other is not None:
             targets["other"] = (f"http://127.0.0.1:{o_http}/mcp", f"https://127.0.0.1:{o_https}/mcp")
             proxy_pids["other"] = [other.pid]
+        for name, (v_http, v_https, _, v) in variants.items():
+            targets[name] = (f"http://127.0.0.1:{v_http}/mcp", f"https://127.0.0.1:{v_https}/mcp")
+            proxy_pids[name] = [v.pid]
         backend_pids = [p.pid for p in stack.procs[:2]]
+        all_pids = [p.pid for p in stack.procs] + children(ng.pid)
+
+        # Every target answers the benchmark's request with a tools/call result, over both
+        # protocols; the edge refuses a caller without a token (so auth is really on).
+        for name, (h1, h2) in targets.items():
+            for url in (h1, h2):
+                if url is not None:
+                    check_tools_call(name, url, rpc)
+        status, _ = post_rpc(targets["mcp-edge"][0], rpc, token=None)
+        if status != 401:
+            raise RuntimeError(f"mcp-edge: a call without a token answered {status}, not 401")
 
         # Warm every path (connections, TLS session caches, page cache).
         for name, (h1, _) in targets.items():
             run_wrk(h1, lua, 1, 8)
 
+        audit_log = tmp / "mcp-edge-access.log.audit.log"
+        before = {name: mcp_counts(variants[name][2]) for name in MCP_VARIANTS}
+        audit_before = audit_log.read_bytes().count(b"\n") if audit_log.exists() else 0
         results: dict[tuple[str, str], dict] = {}
         for proto in ("h1", "h2"):
             for name, (h1, h2) in targets.items():
@@ -381,11 +507,15 @@ def main() -> int:
                 if url is None:
                     continue
                 c0, b0 = cpu_seconds(proxy_pids[name]), cpu_seconds(backend_pids)
+                s0, o0 = system_cpu_seconds(), cpu_seconds(all_pids) + load_generator_cpu_seconds()
                 if proto == "h1":
                     r = run_wrk(url, lua, dur, args.connections)
                 else:
                     r = run_h2load(url, body, dur, 8, 8, tmp / f"h2-{name}.log")
                 c1, b1 = cpu_seconds(proxy_pids[name]), cpu_seconds(backend_pids)
+                s1, o1 = system_cpu_seconds(), cpu_seconds(all_pids) + load_generator_cpu_seconds()
+                # CPU used meanwhile by processes that are not part of this benchmark.
+                r["other_cpu"] = max(0.0, (s1 - s0) - (o1 - o0)) / dur
                 n = max(r["requests"], 1)
                 r["proxy_cpu_per_10k"] = (c1 - c0) * 10_000 / n
                 r["backend_cpu_per_10k"] = (b1 - b0) * 10_000 / n
@@ -394,11 +524,12 @@ def main() -> int:
         print(f"\nMCP tools/call change.open, {dur} s per run, 2 backend replicas, 2 cores shared "
               f"with the load generator; wrk -c{args.connections} (HTTP/1.1 keep-alive, plain), "
               "h2load -c8 -m8 (HTTPS, HTTP/2)\n")
-        print(f"{'protocol':<9}{'target':<9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-              f"{'non-2xx':>9}{'proxy CPU s/10k':>17}{'backend CPU s/10k':>19}")
+        print(f"{'protocol':<9}{'target':<10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+              f"{'non-2xx':>9}{'proxy CPU s/10k':>17}{'backend CPU s/10k':>19}{'others cores':>14}")
         for (proto, name), r in results.items():
-            print(f"{proto:<9}{name:<9}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
-                  f"{r.get('non2xx', 0):>9}{r['proxy_cpu_per_10k']:>17.3f}{r['backend_cpu_per_10k']:>19.3f}")
+            print(f"{proto:<9}{name:<10}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
+                  f"{r.get('non2xx', 0):>9}{r['proxy_cpu_per_10k']:>17.3f}{r['backend_cpu_per_10k']:>19.3f}"
+                  f"{r['other_cpu']:>14.2f}")
         print()
         for proto in ("h1", "h2"):
             g, n, d = (results.get((proto, k)) for k in ("gateway", "nginx", "direct"))
@@ -407,6 +538,47 @@ def main() -> int:
                       f"p99 x{g['p99'] / n['p99']:.2f}   proxy CPU x{g['proxy_cpu_per_10k'] / max(n['proxy_cpu_per_10k'], 1e-9):.2f}")
             if g and d:
                 print(f"{proto}: gateway/direct req/s x{g['rps'] / d['rps']:.2f}   p99 x{g['p99'] / d['p99']:.2f}")
+        busy = [f"{proto} {name} ({r['other_cpu']:.2f} cores)" for (proto, name), r in results.items()
+                if r["other_cpu"] > 0.1]
+        if busy:
+            print("WARNING: other processes used CPU during: " + ", ".join(busy)
+                  + "; those figures are not comparable (run on a quiet machine)")
+        print("\nMCP awareness (same backends, same run; ratio to the plain gateway, aim within 5%):")
+        slow = []
+        for proto in ("h1", "h2"):
+            g = results.get((proto, "gateway"))
+            for name in MCP_VARIANTS:
+                v = results.get((proto, name))
+                if not (g and v):
+                    continue
+                rps, p99 = v["rps"] / g["rps"], v["p99"] / g["p99"]
+                cpu = v["proxy_cpu_per_10k"] / max(g["proxy_cpu_per_10k"], 1e-9)
+                label = name.replace("-", " ")
+                print(f"{proto}: {label:<8} / plain: {rps:.2f} req/s, {p99:.2f} p99, "
+                      f"{cpu:.2f} gateway CPU per request")
+                if rps < 0.95 or p99 > 1.05:
+                    slow.append(f"{proto} {name}")
+        # The view saw every request as tools/call of TOOL, answered ok (refusals and tool
+        # errors would show as other outcomes); the edge writes one audit line per call.
+        sent = {name: sum(results[(p, name)]["requests"] for p in ("h1", "h2") if (p, name) in results)
+                for name in MCP_VARIANTS}
+        for name in MCP_VARIANTS:
+            after = mcp_counts(variants[name][2])
+            delta = {k: after.get(k, 0) - before[name].get(k, 0) for k in after}
+            print(f"{name}: gateway_mcp_requests_total tools/call {TOOL} during the runs: "
+                  + ", ".join(f"{k}={v:.0f}" for k, v in sorted(delta.items()) if v)
+                  + f" (load generators counted {sent[name]})")
+            # "failed" also counts the calls in flight when wrk / h2load stop at the end of a
+            # run (the client goes away): at most one per connection / stream.
+            in_flight = args.connections + 8 * 8
+            if any(v for k, v in delta.items() if k not in ("ok", "failed")) \
+                    or delta.get("failed", 0) > in_flight:
+                print(f"WARNING: {name}: outcomes other than ok (beyond {in_flight} cut at the end of a run)")
+                slow.append(f"{name} outcomes")
+        audit_lines = (audit_log.read_bytes().count(b"\n") if audit_log.exists() else 0) - audit_before
+        print(f"mcp-edge: audit log lines written during the runs: {audit_lines}")
+        if slow:
+            print(f"NOTE: beyond the 5% aim: {', '.join(slow)}")
         bad = sum(r.get("non2xx", 0) for r in results.values())
         if bad:
             print(f"\nWARNING: {bad} non-2xx responses; see logs in {tmp}")

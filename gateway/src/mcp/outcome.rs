@@ -53,19 +53,16 @@ struct AnswerResult {
     is_error: Option<bool>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Message {
-    One(Answer),
-    Batch(Vec<Answer>),
-}
-
 /// The outcome of one JSON-RPC message; None for a request or notification (SSE streams carry
 /// those beside the response) or something that is not JSON-RPC.
 fn judge(data: &[u8]) -> Option<Outcome> {
-    let answers = match serde_json::from_slice::<Message>(data).ok()? {
-        Message::One(a) => vec![a],
-        Message::Batch(b) => b,
+    // A batch is an array; anything else is one message. (Not an untagged enum: serde would
+    // buffer the whole document to try each shape in turn.)
+    let batch = data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let answers = if batch {
+        serde_json::from_slice::<Vec<Answer>>(data).ok()?
+    } else {
+        vec![serde_json::from_slice::<Answer>(data).ok()?]
     };
     let mut seen = None;
     for a in answers.iter().filter(|a| a.method.is_none()) {
