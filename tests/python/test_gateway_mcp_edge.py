@@ -94,12 +94,18 @@ class Edge:
     def metrics(self) -> str:
         return httpx2.get(f"{self.admin}/metrics").text
 
-    def audit_lines(self) -> list[dict]:
-        deadline = time.monotonic() + 2
-        while not self.audit.exists() and time.monotonic() < deadline:
+    def audit_lines(self, at_least: int) -> list[dict]:
+        """The audit log's lines once it holds `at_least` of them (its writer thread flushes
+        every 20 ms; under load a line may take longer), or what it holds after 5 s."""
+        deadline = time.monotonic() + 5
+        while True:
+            lines = ([json.loads(l) for l in self.audit.read_text().splitlines()]
+                     if self.audit.exists() else [])
+            if len(lines) >= at_least or time.monotonic() > deadline:
+                time.sleep(0.1)  # a line more than expected would show now
+                return ([json.loads(l) for l in self.audit.read_text().splitlines()]
+                        if self.audit.exists() else [])
             time.sleep(0.05)
-        time.sleep(0.1)  # the writer thread flushes every 20 ms
-        return [json.loads(l) for l in self.audit.read_text().splitlines()] if self.audit.exists() else []
 
 
 def counter(text: str, name: str, **labels) -> float:
@@ -239,7 +245,7 @@ async def test_grants_filter_tools_and_refuse_a_denied_tool(edge: Edge, era: str
                         if t in ("change.list", "change.open") or t.startswith("spec.")} == READER_TOOLS
 
     # One audit line per tool call, naming the caller, never its token.
-    calls = [l for l in edge.audit_lines() if l["method"] == "tools/call"]
+    calls = [l for l in edge.audit_lines(2) if l["method"] == "tools/call"]
     assert [(l["caller"], l["tool"], l["outcome"], l["status"]) for l in calls] == [
         ("reader", "change.list", "ok", 200),
         ("reader", "change.archive", "denied", 403),
@@ -284,7 +290,7 @@ async def test_a_per_tool_limit_refuses_the_second_call_in_its_window(edge: Edge
             async with ClientSession(read, write) as s:
                 await connect(s, era)
                 assert not (await s.call_tool("spec.list", {})).is_error
-    outcomes = [l["outcome"] for l in edge.audit_lines() if l["tool"] == "spec.list"]
+    outcomes = [l["outcome"] for l in edge.audit_lines(5) if l["tool"] == "spec.list"]
     assert outcomes == ["ok", "limited", "limited", "ok"], outcomes
 
 
@@ -340,7 +346,7 @@ async def test_jwt_access_tokens(edge: Edge):
         challenge = r.headers["www-authenticate"]
         assert 'error="insufficient_scope"' in challenge and 'scope="mcp:admin"' in challenge
         assert "resource_metadata=" in challenge
-    calls = [(l["caller"], l["tool"], l["outcome"]) for l in edge.audit_lines()]
+    calls = [(l["caller"], l["tool"], l["outcome"]) for l in edge.audit_lines(3)]
     assert calls == [("alice", "change.list", "ok"), ("alice", "change.archive", "denied"),
                      ("alice", "change.archive", "denied")]
 

@@ -103,7 +103,7 @@ def test_grants_filter_tools_and_refuse_a_denied_tool(edge: Edge, era: str):
     assert set(everything["tools"]) >= ALL_TOOLS, everything
 
     # One audit line per tool call, naming the caller, never its token.
-    calls = [l for l in edge.audit_lines() if l["method"] == "tools/call"]
+    calls = [l for l in edge.audit_lines(2) if l["method"] == "tools/call"]
     assert [(l["caller"], l["tool"], l["outcome"], l["status"]) for l in calls] == [
         ("reader", "change.list", "ok", 200),
         ("reader", "change.archive", "denied", 403),
@@ -146,7 +146,7 @@ def test_a_per_tool_limit_refuses_the_second_call_in_its_window(edge: Edge, era:
     (own,) = connected(admin, era)
     assert own["ok"] and own["isError"] is False, own
 
-    audit = [(l["caller"], l["tool"], l["outcome"], l["status"]) for l in edge.audit_lines()
+    audit = [(l["caller"], l["tool"], l["outcome"], l["status"]) for l in edge.audit_lines(4)
              if l["method"] == "tools/call"]
     assert audit == [("reader", "spec.list", "ok", 200), ("reader", "spec.list", "limited", 429),
                      ("reader", "change.list", "ok", 200), ("admin", "spec.list", "ok", 200)], audit
@@ -196,7 +196,7 @@ def test_jwt_access_tokens(edge: Edge, era: str):
     assert not c["ok"] and expired["steps"] == [], expired
     assert c["error"]["unauthorized"] is True and c["error"]["name"] == "UnauthorizedError", c
 
-    calls = [(l["caller"], l["tool"], l["outcome"], l["status"]) for l in edge.audit_lines()]
+    calls = [(l["caller"], l["tool"], l["outcome"], l["status"]) for l in edge.audit_lines(3)]
     assert calls == [("alice", "change.list", "ok", 200), ("alice", "change.archive", "denied", 403),
                      ("alice", "change.archive", "denied", 403)], calls
     assert "bob" not in edge.audit.read_text()
