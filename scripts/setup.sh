@@ -24,6 +24,8 @@ if [ "${1:-}" = test ]; then
   # gateway_dns_scaling gives the gateway a private /etc/hosts (unshare + mount --bind).
   command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
   command -v mount >/dev/null 2>&1 || need_apt+=(mount)
+  # backend_rate_limit_redis: a real Redis shared by three replicas (redis-cli comes with it).
+  command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 fi
 if [ "${1:-}" = compose ] || [ "${1:-}" = test ]; then
   # podman with runc and netavark/aardvark-dns (name resolution between containers), and

@@ -3,7 +3,9 @@
 //!
 //! Codes are stable strings clients may match on: UNKNOWN_TOOL, INVALID_INPUT, NOT_FOUND,
 //! CONFLICT, UNAUTHORIZED, FORBIDDEN, PAYLOAD_TOO_LARGE, RESPONSE_TOO_LARGE, RATE_LIMITED,
-//! TIMEOUT, BAD_REQUEST, METHOD_NOT_ALLOWED, INTERNAL_ERROR.
+//! TIMEOUT, BAD_REQUEST, METHOD_NOT_ALLOWED, INTERNAL_ERROR, UNAVAILABLE (503: the rate limit's
+//! Redis is unreachable with RATE_LIMIT_REDIS_FAILURE=closed, or the todo tools' task store
+//! cannot be opened or used).
 
 use crate::tools::ToolError;
 use axum::http::StatusCode;

@@ -34,7 +34,9 @@ pub const VARS: &[VarDoc] = &[
     VarDoc {
         name: "AUTH_TOKENS",
         default: "(empty: auth off)",
-        help: "comma-separated bearer tokens; health and metrics stay open",
+        help: "comma-separated bearer tokens, each `name:token` (the caller is name) or a bare \
+               token (the caller is token-<8 hex of its SHA-256>); the todo tools keep each \
+               caller's tasks apart; health and metrics stay open",
     },
     VarDoc {
         name: "ALLOWED_ORIGINS",
@@ -56,6 +58,30 @@ pub const VARS: &[VarDoc] = &[
         help: "requests per minute per token (per client IP when auth is off)",
     },
     VarDoc {
+        name: "REDIS_URL",
+        default: "(empty: each replica counts alone)",
+        help: "redis://[[user]:password@]host[:port][/db]: RATE_LIMIT counted once across all \
+               replicas sharing this Redis (one atomic script per check, on Redis's clock)",
+    },
+    VarDoc {
+        name: "ENABLE_DISTRIBUTED_RATE_LIMIT",
+        default: "(empty: true when REDIS_URL is set)",
+        help: "true/false; true requires REDIS_URL; false keeps per-replica counting even with \
+               REDIS_URL set",
+    },
+    VarDoc {
+        name: "REDIS_TIMEOUT_MS",
+        default: "200",
+        help: "longest wait for Redis per rate-limit check (connect included), then \
+               RATE_LIMIT_REDIS_FAILURE applies",
+    },
+    VarDoc {
+        name: "RATE_LIMIT_REDIS_FAILURE",
+        default: "open",
+        help: "when Redis is down or slow: open lets calls through, closed refuses them \
+               (503 UNAVAILABLE, Retry-After: 1); counted in rate_limit_redis_errors_total",
+    },
+    VarDoc {
         name: "HEARTBEAT_MS",
         default: "25000",
         help: "SSE keep-alive comment interval in milliseconds",
@@ -73,7 +99,8 @@ pub const VARS: &[VarDoc] = &[
     VarDoc {
         name: "REQUEST_TIMEOUT_MS",
         default: "30000",
-        help: "time limit of a writing tool call (change.archive, task.update): TIMEOUT after it",
+        help: "time limit of a writing tool call (change.archive, task.update) and of every \
+               todo call: TIMEOUT after it",
     },
     VarDoc {
         name: "SHUTDOWN_GRACE_MS",
@@ -106,6 +133,25 @@ pub const VARS: &[VarDoc] = &[
         default: "(empty)",
         help: "comma-separated scopes listed in the metadata (scopes_supported)",
     },
+    VarDoc {
+        name: "TOOLS",
+        default: "openspec",
+        help: "comma-separated tool families to serve: openspec (change.*, task.*, spec.*), \
+               todo (list_tasks, create_task, mark_task_completed, update_task, delete_task: \
+               per-caller tasks in a database); only these appear in tools/list and /tools",
+    },
+    VarDoc {
+        name: "DATABASE_PATH",
+        default: "<WORKING_DIRECTORY>/.mcp/store.sqlite3",
+        help: "the todo family's SQLite file (WAL mode; shared by replicas on one volume; \
+               migrated at start-up)",
+    },
+    VarDoc {
+        name: "DATABASE_BUSY_TIMEOUT_MS",
+        default: "5000",
+        help: "how long a todo call waits for another writer's lock on the database, then \
+               answers UNAVAILABLE",
+    },
 ];
 
 #[derive(Debug, Clone)]
@@ -122,6 +168,8 @@ pub struct Config {
     pub allowed_hosts: AllowedHosts,
     /// Requests per minute per key; 0 = off.
     pub rate_limit: u32,
+    /// Where RATE_LIMIT is counted: per replica, or in Redis (REDIS_URL).
+    pub rate_limit_redis: crate::redis_target::RedisChoice,
     pub heartbeat: Duration,
     pub max_request_bytes: usize,
     pub max_response_bytes: usize,
@@ -131,6 +179,13 @@ pub struct Config {
     pub access_log: bool,
     /// OAuth protected resource metadata (RFC 9728), when OAUTH_RESOURCE is set.
     pub oauth: Option<OAuthResource>,
+    /// The caller name of each of `auth_tokens`, index for index (`caller::split_entries`).
+    pub auth_names: Vec<std::sync::Arc<str>>,
+    /// TOOLS: the families served.
+    pub tool_families: Vec<crate::tools::Family>,
+    /// DATABASE_PATH: the todo store's SQLite file.
+    pub database_path: PathBuf,
+    pub database_busy_timeout: Duration,
 }
 
 /// What the MCP authorization spec asks a protected MCP server to publish: its resource
@@ -293,7 +348,18 @@ impl Config {
         };
         let port = parse_num::<u16>(&var("PORT"), "PORT", 3000, 1, u16::MAX as u64)?;
         let working_directory = working_directory_from(&get);
-        let auth_tokens = list(&var("AUTH_TOKENS"));
+        let (auth_tokens, auth_names) = crate::caller::split_entries(list(&var("AUTH_TOKENS")));
+        let tool_families = families_from(var("TOOLS"))?;
+        let database_path = var("DATABASE_PATH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| working_directory.join(".mcp").join("store.sqlite3"));
+        let busy_ms = parse_num::<u64>(
+            &var("DATABASE_BUSY_TIMEOUT_MS"),
+            "DATABASE_BUSY_TIMEOUT_MS",
+            5_000,
+            0,
+            600_000,
+        )?;
         let allowed_origins = list(&var("ALLOWED_ORIGINS").or_else(|| var("CORS_ORIGINS")))
             .into_iter()
             .map(|o| normalize_origin(&o))
@@ -308,6 +374,8 @@ impl Config {
         }
         let allowed_hosts = allowed_hosts_from(&list(&var("ALLOWED_HOSTS")), host)?;
         let rate_limit = parse_num::<u32>(&var("RATE_LIMIT"), "RATE_LIMIT", 0, 0, 1_000_000_000)?;
+        let rate_limit_redis = crate::redis_target::choice_from(var)
+            .map_err(|(var, reason)| ConfigError { var, reason })?;
         let heartbeat_ms =
             parse_num::<u64>(&var("HEARTBEAT_MS"), "HEARTBEAT_MS", 25_000, 100, 3_600_000)?;
         let max_req_kb = parse_num::<usize>(
@@ -372,6 +440,7 @@ impl Config {
             allowed_origins,
             allowed_hosts,
             rate_limit,
+            rate_limit_redis,
             heartbeat: Duration::from_millis(heartbeat_ms),
             max_request_bytes: max_req_kb * 1024,
             max_response_bytes: max_resp_kb * 1024,
@@ -380,6 +449,10 @@ impl Config {
             log_level,
             access_log,
             oauth,
+            auth_names,
+            tool_families,
+            database_path,
+            database_busy_timeout: Duration::from_millis(busy_ms),
         })
     }
 }
@@ -418,6 +491,38 @@ where
         var,
         reason: format!("{n} is too large"),
     })
+}
+
+/// TOOLS: known family names, at least one; unset: `openspec`.
+fn families_from(value: Option<String>) -> Result<Vec<crate::tools::Family>, ConfigError> {
+    use crate::tools::Family;
+    let Some(value) = value else {
+        return Ok(vec![Family::Openspec]);
+    };
+    let mut out = Vec::new();
+    for name in list(&Some(value)) {
+        let Some(f) = Family::parse(&name) else {
+            let known: Vec<&str> = Family::ALL.iter().map(Family::as_str).collect();
+            return Err(ConfigError {
+                var: "TOOLS",
+                reason: format!(
+                    "unknown tool family {:?}: the families are {}",
+                    crate::bounded::bounded(&name),
+                    known.join(", ")
+                ),
+            });
+        };
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    if out.is_empty() {
+        return Err(ConfigError {
+            var: "TOOLS",
+            reason: "names no tool family".into(),
+        });
+    }
+    Ok(out)
 }
 
 fn list(value: &Option<String>) -> Vec<String> {
@@ -628,6 +733,28 @@ mod tests {
         .unwrap();
         assert_eq!(c.auth_tokens, vec!["a", "b"]);
         assert_eq!(c.allowed_origins, vec!["https://app.example.com"]);
+    }
+
+    #[test]
+    fn tool_families_named_tokens_and_database() {
+        use crate::tools::Family;
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.tool_families, vec![Family::Openspec]);
+        assert!(c.database_path.ends_with(".mcp/store.sqlite3"));
+        let c = cfg(&[
+            ("TOOLS", "todo, openspec,todo"),
+            ("AUTH_TOKENS", "alice:t1,t2"),
+            ("DATABASE_PATH", "/tmp/x.db"),
+        ])
+        .unwrap();
+        assert_eq!(c.tool_families, vec![Family::Todo, Family::Openspec]);
+        assert_eq!(c.auth_tokens, vec!["t1", "t2"]);
+        assert_eq!(&*c.auth_names[0], "alice");
+        assert!(c.auth_names[1].starts_with("token-"));
+        assert_eq!(c.database_path, std::path::PathBuf::from("/tmp/x.db"));
+        let e = cfg(&[("TOOLS", "todo,memroy")]).unwrap_err();
+        assert_eq!(e.var, "TOOLS");
+        assert!(e.reason.contains("memroy"), "{}", e.reason);
     }
 
     fn pattern(host: &str, port: Option<u16>) -> HostPattern {

@@ -2,10 +2,14 @@
 //! response size limit and progress forwarding all live here, so MCP, the 2024-11-05 SSE
 //! transport and the Task MCP API behave the same.
 //!
+//! Who calls: every transport passes the caller's identity (`caller::Caller`, set by `guard`),
+//! which the tool sees in its context; the todo tools file rows under it.
+//!
 //! Where a call runs: the OpenSpec tools are synchronous filesystem work. The read-only tools
 //! (a handful of small file reads) run inline on the async worker: a thread hop would cost more
 //! than the read and the throughput target is 10k calls/s on 2 cores. Writers and any tool not
-//! known to be a cheap read (change.archive, task.update, new tools) run on the blocking pool.
+//! known to be a cheap read (change.archive, task.update, the todo tools, which wait on a
+//! database) run on the blocking pool.
 //!
 //! Time limit (REQUEST_TIMEOUT_MS): applies to calls on the blocking pool. When it expires
 //! the caller gets TIMEOUT (504); the filesystem work itself cannot be interrupted and may still
@@ -18,6 +22,7 @@
 //! 5xx so the gateway's passive health checks do not mark a healthy replica as failing.
 
 use crate::api_error::ApiError;
+use crate::caller::Caller;
 use crate::metrics::Metrics;
 use crate::tools::{Progress, Registry, ToolOutput};
 use axum::http::StatusCode;
@@ -100,6 +105,7 @@ impl Executor {
         &self,
         name: &str,
         input: Value,
+        caller: &Caller,
         progress: Option<UnboundedSender<ProgressUpdate>>,
     ) -> Result<ToolOutput, ApiError> {
         let Some(tool) = self.tool_name(name) else {
@@ -109,7 +115,7 @@ impl Executor {
         let _active = ActiveGuard(&self.metrics);
         let started = Instant::now();
         let result = self
-            .run(tool, input, progress)
+            .run(tool, input, caller, progress)
             .await
             .and_then(|out| self.check_size(tool, out));
         self.metrics
@@ -131,17 +137,20 @@ impl Executor {
         &self,
         tool: &'static str,
         input: Value,
+        caller: &Caller,
         progress: Option<UnboundedSender<ProgressUpdate>>,
     ) -> Result<ToolOutput, ApiError> {
         let progress = ChannelProgress(progress);
-        if self.registry.get(tool).is_some_and(|d| d.read_only) {
+        if self.registry.runs_inline(tool) {
             return self
                 .registry
-                .call(tool, input, &progress)
+                .call_as(tool, input, caller, &progress)
                 .map_err(ApiError::from);
         }
         let registry = self.registry.clone();
-        let job = tokio::task::spawn_blocking(move || registry.call(tool, input, &progress));
+        let caller = caller.clone();
+        let job =
+            tokio::task::spawn_blocking(move || registry.call_as(tool, input, &caller, &progress));
         match tokio::time::timeout(self.timeout, job).await {
             Ok(Ok(result)) => result.map_err(ApiError::from),
             Ok(Err(join_error)) => {

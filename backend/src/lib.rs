@@ -7,12 +7,15 @@ pub mod tools;
 pub mod api_error;
 pub mod backup;
 pub mod bounded;
+pub mod caller;
 pub mod config;
 pub mod exec;
 pub mod http;
 pub mod mcp;
 pub mod metrics;
+pub mod redis_target;
 pub mod shutdown;
+pub mod store;
 
 /// The name both the MCP `serverInfo` and `/health` report.
 pub const SERVICE_NAME: &str = "task-mcp-backend";

@@ -13,7 +13,9 @@ use backend::http::{self, AppState};
 use backend::metrics::Metrics;
 use backend::openspec::Workspace;
 use backend::shutdown::{self, Shutdown};
-use backend::tools::Registry;
+use backend::store::sqlite::SqliteStore;
+use backend::store::TaskStore;
+use backend::tools::{Family, Registry};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -105,6 +107,21 @@ fn main() -> ExitCode {
     runtime.block_on(serve(config, workspace))
 }
 
+/// The todo family's store, when TOOLS enables it: opened and migrated now; a database that
+/// cannot be opened is logged, reported by /health/ready and retried at each call (the
+/// calls answer UNAVAILABLE meanwhile), so the OpenSpec tools keep serving.
+fn open_store(config: &Config) -> Option<Arc<dyn TaskStore>> {
+    if !config.tool_families.contains(&Family::Todo) {
+        return None;
+    }
+    let store = SqliteStore::new(&config.database_path, config.database_busy_timeout);
+    match store.check() {
+        Ok(()) => log::info!("task store: {}", store.describe()),
+        Err(e) => log::error!("task store {}: {e}", store.describe()),
+    }
+    Some(Arc::new(store))
+}
+
 async fn serve(config: Config, workspace: Workspace) -> ExitCode {
     let config = Arc::new(config);
     let metrics = match Metrics::new() {
@@ -136,7 +153,24 @@ async fn serve(config: Config, workspace: Workspace) -> ExitCode {
     }
     log::info!("workspace: {}", workspace.root().display());
     backend::openspec::recovery::at_start(&workspace);
-    let registry = Arc::new(Registry::new(workspace));
+    let store = open_store(&config);
+    if config.tool_families.contains(&Family::Todo) {
+        let db_dir = config.database_path.parent().map(std::fs::canonicalize);
+        if let Some(Ok(dir)) = db_dir {
+            if dir.starts_with(workspace.root()) {
+                log::warn!(
+                    "DATABASE_PATH {} is inside the openspec/ tree: backup and restore would \
+                     copy and swap it; set DATABASE_PATH outside it",
+                    config.database_path.display()
+                );
+            }
+        }
+    }
+    let registry = Arc::new(Registry::with_families(
+        workspace,
+        &config.tool_families,
+        store,
+    ));
     let exec = Arc::new(Executor::new(
         registry,
         metrics.clone(),

@@ -104,6 +104,14 @@ impl Metrics {
         })
     }
 
+    /// Adds a collector owned elsewhere (e.g. the Redis rate limit's error counter).
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
         let mut out = Vec::with_capacity(16 * 1024);

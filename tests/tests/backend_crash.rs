@@ -81,13 +81,14 @@ impl Lcg {
 /// Sends a raw HTTP request and returns the open connection.
 fn send(port: u16, path: &str, body: &str) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
+    // The server may answer and close before a huge request is all written (a 900 KB target
+    // gets its 414 early): a broken pipe here is not the test's failure, the answer decides.
+    let _ = write!(
         s,
         "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    );
     s
 }
 

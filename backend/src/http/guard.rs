@@ -19,6 +19,7 @@
 //! the Origin check.
 
 use super::observe::ClientIp;
+use super::ratelimit::Refusal;
 use super::reply::{self, request_id_of};
 use super::AppState;
 use crate::api_error::ApiError;
@@ -29,7 +30,6 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 const EXPOSE_HEADERS: &str =
     "Mcp-Session-Id, Mcp-Protocol-Version, X-Request-ID, Retry-After, WWW-Authenticate";
@@ -45,7 +45,7 @@ fn is_open_path(path: &str) -> bool {
         || path.starts_with(crate::config::OAUTH_METADATA_PATH)
 }
 
-pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     if is_open_path(req.uri().path()) {
         return next.run(req).await;
     }
@@ -111,8 +111,10 @@ pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next)
     }
 
     let token = bearer_token(req.headers());
+    // Who calls (the todo tools keep each caller's tasks apart); None: a token is refused.
+    let caller = crate::caller::resolve(&state.config, token);
     if !state.config.auth_tokens.is_empty() {
-        let ok = token.is_some_and(|t| token_matches(&state.config.auth_tokens, t));
+        let ok = caller.is_some();
         if !ok {
             let (message, error) = match token {
                 None => ("missing bearer token", ""),
@@ -150,14 +152,29 @@ pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next)
                 format!("ip:{ip}")
             }
         };
-        if let Err(wait) = limiter.check(&key) {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let err = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "RATE_LIMITED",
-                format!("more than {} requests per minute", limiter.per_minute()),
-            )
-            .with_hint(format!("retry after {secs} s"));
+        if let Err(refusal) = limiter.check(&key).await {
+            let (err, secs) = match refusal {
+                Refusal::Limited(wait) => {
+                    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    let err = ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "RATE_LIMITED",
+                        format!("more than {} requests per minute", limiter.per_minute()),
+                    )
+                    .with_hint(format!("retry after {secs} s"));
+                    (err, secs)
+                }
+                // RATE_LIMIT_REDIS_FAILURE=closed and Redis did not answer in time.
+                Refusal::Unavailable => (
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "UNAVAILABLE",
+                        "the rate limit cannot be checked: its store (Redis) is unreachable",
+                    )
+                    .with_hint("retry shortly; RATE_LIMIT_REDIS_FAILURE=open lets calls through"),
+                    1,
+                ),
+            };
             let mut resp = reply::error(&err, &rid);
             if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
@@ -167,6 +184,9 @@ pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next)
         }
     }
 
+    if let Some(caller) = caller {
+        req.extensions_mut().insert(caller);
+    }
     let mut resp = next.run(req).await;
     add_cors(resp.headers_mut(), origin.as_deref());
     resp
@@ -213,16 +233,6 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Compares against every configured token without stopping at the first match, each
-/// comparison in constant time for equal lengths.
-fn token_matches(tokens: &[String], presented: &str) -> bool {
-    let mut found = subtle::Choice::from(0u8);
-    for t in tokens {
-        found |= t.as_bytes().ct_eq(presented.as_bytes());
-    }
-    found.into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,8 +240,8 @@ mod tests {
     #[test]
     fn tokens_and_origins() {
         let tokens = vec!["alpha".to_string(), "beta".to_string()];
-        assert!(token_matches(&tokens, "beta"));
-        assert!(!token_matches(&tokens, "bet"));
+        assert_eq!(crate::caller::match_token(&tokens, "beta"), Some(1));
+        assert_eq!(crate::caller::match_token(&tokens, "bet"), None);
         let allowed = vec!["https://app.example.com".to_string()];
         assert!(origin_allowed(&allowed, "https://App.example.com"));
         assert!(!origin_allowed(&allowed, "https://evil.example.com"));

@@ -1,6 +1,6 @@
 //! Probes and metrics, all open (no token): `/healthz` and `/health/live` (the process
-//! answers), `/readyz` and `/health/ready` (the workspace is readable and we are not draining,
-//! else 503), `/health` (the existing server's shape plus details), `/health/metrics` (a JSON summary) and
+//! answers), `/readyz` and `/health/ready` (the workspace is readable, the task store, when
+//! the todo family is on, answers, and we are not draining, else 503), `/health` (the existing server's shape plus details), `/health/metrics` (a JSON summary) and
 //! `/metrics` (Prometheus text).
 
 use super::reply;
@@ -26,18 +26,51 @@ fn not_ready_reason(state: &AppState) -> Option<String> {
     state.exec.registry().workspace().check_readable().err()
 }
 
+/// Longest wait for the task store's answer in a probe.
+const STORE_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The task store's state: `None` without one, else `Err(why)` when it does not answer.
+async fn store_status(state: &AppState) -> Option<Result<(), String>> {
+    let store = state.exec.registry().store()?.clone();
+    let probe = tokio::task::spawn_blocking(move || store.check().map_err(|e| e.to_string()));
+    Some(match tokio::time::timeout(STORE_PROBE, probe).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(format!("task store probe failed: {e}")),
+        Err(_) => Err(format!(
+            "task store did not answer within {} ms",
+            STORE_PROBE.as_millis()
+        )),
+    })
+}
+
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    match not_ready_reason(&state) {
-        None => reply::json(StatusCode::OK, &json!({"status": "ready"})),
-        Some(reason) => reply::json(
+    let store = store_status(&state).await;
+    let reason = not_ready_reason(&state).or_else(|| match &store {
+        Some(Err(why)) => Some(why.clone()),
+        _ => None,
+    });
+    let (code, mut body) = match reason {
+        None => (StatusCode::OK, json!({"status": "ready"})),
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"status": "not_ready", "reason": reason}),
+            json!({"status": "not_ready", "reason": reason}),
         ),
+    };
+    if let (Some(r), Some(o)) = (store, body.as_object_mut()) {
+        o.insert(
+            "store".into(),
+            json!(if r.is_ok() { "ok" } else { "unavailable" }),
+        );
     }
+    reply::json(code, &body)
 }
 
 pub async fn summary(State(state): State<Arc<AppState>>) -> Response {
-    let reason = not_ready_reason(&state);
+    let store = store_status(&state).await;
+    let reason = not_ready_reason(&state).or_else(|| match &store {
+        Some(Err(why)) => Some(why.clone()),
+        _ => None,
+    });
     let status = match &reason {
         None => "ok",
         Some(_) if state.shutdown.is_draining() => "draining",
@@ -66,6 +99,10 @@ pub async fn summary(State(state): State<Arc<AppState>>) -> Response {
                 "path": state.exec.registry().workspace().root().display().to_string(),
                 "readable": state.exec.registry().workspace().check_readable().is_ok(),
             },
+            "store": store.map(|r| json!({
+                "backend": state.exec.registry().store().map(|s| s.describe()),
+                "ok": r.is_ok(),
+            })),
             "reason": reason,
             "uptimeSeconds": state.started.elapsed().as_secs(),
         }),

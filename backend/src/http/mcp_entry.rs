@@ -8,6 +8,7 @@ use super::reply::{self, RequestId, ToolLabel};
 use super::task_api;
 use super::AppState;
 use crate::api_error::ApiError;
+use crate::caller::Caller;
 use crate::mcp::wire::{self, Refusal};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -153,6 +154,15 @@ fn refusal(r: &Refusal) -> Response {
     reply::json(r.status, &r.to_json())
 }
 
+/// The caller `guard` found (anonymous if none, which only a route outside the guard sees).
+fn caller_of(parts: &axum::http::request::Parts) -> Caller {
+    parts
+        .extensions
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(Caller::anonymous)
+}
+
 pub async fn post_mcp(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let rid = reply::request_id_of(&req);
     let (parts, body) = req.into_parts();
@@ -173,7 +183,7 @@ pub async fn post_mcp(State(state): State<Arc<AppState>>, req: Request) -> Respo
         }
         Kind::Batch(items) => batch(&state, parts, items, &rid).await,
         Kind::Invalid(r) => refusal(&r),
-        Kind::TaskApi => task_api::ndjson_call(state.clone(), &bytes, rid),
+        Kind::TaskApi => task_api::ndjson_call(state.clone(), &bytes, rid, caller_of(&parts)),
         Kind::Malformed(e) if is_mcp_client(&parts.headers) => refusal(&Refusal::parse_error(&e)),
         Kind::Malformed(e) => reply::error(
             &ApiError::bad_request(format!("request body is not valid JSON: {e}"))
@@ -236,6 +246,9 @@ async fn batch(
         *one.method_mut() = parts.method.clone();
         *one.uri_mut() = parts.uri.clone();
         *one.headers_mut() = parts.headers.clone();
+        if let Some(c) = parts.extensions.get::<Caller>() {
+            one.extensions_mut().insert(c.clone());
+        }
         one.headers_mut().remove(header::CONTENT_LENGTH);
         let resp = state.mcp.handle(one).await.map(Body::new);
         let status = resp.status();

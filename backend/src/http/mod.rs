@@ -72,8 +72,7 @@ impl AppState {
             Arc::new(NeverSessionManager::default()),
             mcp_config,
         );
-        let limiter =
-            (config.rate_limit > 0).then(|| ratelimit::RateLimiter::new(config.rate_limit));
+        let limiter = ratelimit::RateLimiter::from_config(&config, &metrics);
         AppState {
             config,
             exec,

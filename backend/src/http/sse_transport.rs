@@ -84,7 +84,10 @@ fn event(name: &str, data: &str) -> Bytes {
 }
 
 /// `GET /sse`: opens a session.
-pub async fn open_session(State(state): State<Arc<AppState>>) -> Response {
+pub async fn open_session(
+    State(state): State<Arc<AppState>>,
+    caller: Option<axum::Extension<crate::caller::Caller>>,
+) -> Response {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (inbox, requests) = mpsc::channel::<ClientJsonRpcMessage>(32);
     let (replies, outbox) = mpsc::channel::<ServerJsonRpcMessage>(32);
@@ -92,7 +95,7 @@ pub async fn open_session(State(state): State<Arc<AppState>>) -> Response {
 
     // A child of the shutdown token: the session ends with the grace period, or on its own.
     let ct = state.shutdown.streams_token().child_token();
-    let handler: McpHandler = state.handler.clone();
+    let handler: McpHandler = state.handler.for_session(caller.map(|c| c.0));
     let service_ct = ct.clone();
     let session_id = id.clone();
     let requests = Box::pin(until_initialized(requests, replies.clone()));

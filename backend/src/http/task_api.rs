@@ -16,6 +16,7 @@ use super::body::read_limited;
 use super::reply::{self, RequestId, ToolLabel};
 use super::AppState;
 use crate::api_error::{epoch_ms, ApiError, ErrorObject, API_VERSION};
+use crate::caller::Caller;
 use crate::exec::ProgressUpdate;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -159,6 +160,14 @@ fn streaming_response(
     resp
 }
 
+/// The caller `guard` found (see `caller`).
+fn caller_of(req: &Request) -> Caller {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(Caller::anonymous)
+}
+
 /// How a streamed call is written: SSE events or NDJSON lines.
 #[derive(Clone, Copy)]
 enum Format {
@@ -174,6 +183,7 @@ async fn stream_call(
     input: Value,
     rid: Arc<str>,
     format: Format,
+    caller: Caller,
     tx: mpsc::Sender<Bytes>,
 ) {
     if let Format::Ndjson = format {
@@ -187,7 +197,7 @@ async fn stream_call(
     }
     let (ptx, mut prx) = mpsc::unbounded_channel::<ProgressUpdate>();
     let exec = state.exec.clone();
-    let call = async move { exec.call(tool, input, Some(ptx)).await };
+    let call = async move { exec.call(tool, input, &caller, Some(ptx)).await };
     tokio::pin!(call);
     let heartbeat = state.config.heartbeat;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
@@ -244,23 +254,40 @@ async fn stream_call(
 /// `POST /sse {"tool","input"}`.
 pub async fn post_sse(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let rid = reply::request_id_of(&req);
+    let caller = caller_of(&req);
     let (tool, input) = match read_call(&state, req, "input").await {
         Ok(call) => call,
         Err(e) => return reply::error(&e, &rid),
     };
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(stream_call(state, tool, input, rid, Format::Sse, tx));
+    tokio::spawn(stream_call(
+        state,
+        tool,
+        input,
+        rid,
+        Format::Sse,
+        caller,
+        tx,
+    ));
     streaming_response("text/event-stream", rx, tool)
 }
 
 /// `POST /mcp {"tool","input"}`: called by `mcp_entry` with the body it already read.
-pub fn ndjson_call(state: Arc<AppState>, bytes: &[u8], rid: Arc<str>) -> Response {
+pub fn ndjson_call(state: Arc<AppState>, bytes: &[u8], rid: Arc<str>, caller: Caller) -> Response {
     let (tool, input) = match call_from_bytes(&state, bytes, "input") {
         Ok(call) => call,
         Err(e) => return reply::error(&e, &rid),
     };
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(stream_call(state, tool, input, rid, Format::Ndjson, tx));
+    tokio::spawn(stream_call(
+        state,
+        tool,
+        input,
+        rid,
+        Format::Ndjson,
+        caller,
+        tx,
+    ));
     streaming_response("application/x-ndjson", rx, tool)
 }
 
@@ -293,11 +320,12 @@ pub async fn execute(
     axum::Extension(RequestId(rid)): axum::Extension<RequestId>,
     req: Request,
 ) -> Response {
+    let caller = caller_of(&req);
     let (tool, input) = match read_call(&state, req, "args").await {
         Ok(call) => call,
         Err(e) => return reply::error(&e, &rid),
     };
-    let mut resp = match state.exec.call(tool, input, None).await {
+    let mut resp = match state.exec.call(tool, input, &caller, None).await {
         Ok(out) => {
             let body = to_json(&ResultEvent {
                 api_version: API_VERSION,

@@ -10,8 +10,12 @@
 //!   model can read it; an unknown tool name is a JSON-RPC error (invalid params).
 //! - When the request carries `_meta.progressToken`, the tool's progress reports are sent as
 //!   `notifications/progress` on the same response stream, all before the result.
+//! - The caller (`caller::Caller`, set by `guard` on the HTTP request) comes from the request
+//!   parts rmcp hands over; on the 2024-11-05 SSE transport it is the session's, fixed when
+//!   `GET /sse` opened it.
 
 use crate::api_error::ApiError;
+use crate::caller::Caller;
 use crate::exec::{Executor, ProgressUpdate};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestMethod,
@@ -33,6 +37,8 @@ pub mod wire;
 pub struct McpHandler {
     exec: Arc<Executor>,
     tools: Arc<Vec<Tool>>,
+    /// The caller of an SSE session (its requests carry no HTTP parts).
+    session_caller: Option<Caller>,
 }
 
 fn as_object(v: &Value) -> JsonObject {
@@ -65,6 +71,15 @@ impl McpHandler {
         McpHandler {
             exec,
             tools: Arc::new(tools),
+            session_caller: None,
+        }
+    }
+
+    /// The same handler for an SSE session opened by `caller`.
+    pub fn for_session(&self, caller: Option<Caller>) -> McpHandler {
+        McpHandler {
+            session_caller: caller,
+            ..self.clone()
         }
     }
 }
@@ -169,7 +184,14 @@ impl ServerHandler for McpHandler {
             }
         };
 
-        let result = self.exec.call(name, input, progress_tx).await;
+        let caller = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Caller>())
+            .or(self.session_caller.as_ref())
+            .cloned()
+            .unwrap_or_else(Caller::anonymous);
+        let result = self.exec.call(name, input, &caller, progress_tx).await;
         if let Some(task) = forwarder {
             match &result {
                 // A timed-out call still holds the sender on the blocking pool: do not wait.

@@ -1,5 +1,5 @@
-use super::{views, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
-use crate::openspec::{archive, Workspace};
+use super::{views, Context, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
+use crate::openspec::archive;
 use serde_json::json;
 use std::fmt::Write;
 
@@ -56,7 +56,7 @@ impl Tool for ChangeArchive {
 
     fn call(
         &self,
-        ws: &Workspace,
+        ws: &Context,
         input: &Input,
         progress: &dyn Progress,
     ) -> Result<ToolOutput, ToolError> {

@@ -1,5 +1,4 @@
-use super::{views, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
-use crate::openspec::Workspace;
+use super::{views, Context, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
 use serde_json::json;
 use std::fmt::Write;
 
@@ -58,12 +57,7 @@ impl Tool for ChangeList {
         }
     }
 
-    fn call(
-        &self,
-        ws: &Workspace,
-        input: &Input,
-        _: &dyn Progress,
-    ) -> Result<ToolOutput, ToolError> {
+    fn call(&self, ws: &Context, input: &Input, _: &dyn Progress) -> Result<ToolOutput, ToolError> {
         let include_archived = input.opt_bool("include_archived")?.unwrap_or(false);
         let changes = ws.list_changes()?;
         let mut text = format!("{} active change(s)\n", changes.len());

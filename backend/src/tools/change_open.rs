@@ -1,4 +1,4 @@
-use super::{views, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
+use super::{views, Context, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
 use crate::openspec::stamp::Stamps;
 use crate::openspec::{tasks, Workspace};
 use serde_json::json;
@@ -48,12 +48,7 @@ impl Tool for ChangeOpen {
         }
     }
 
-    fn call(
-        &self,
-        ws: &Workspace,
-        input: &Input,
-        _: &dyn Progress,
-    ) -> Result<ToolOutput, ToolError> {
+    fn call(&self, ws: &Context, input: &Input, _: &dyn Progress) -> Result<ToolOutput, ToolError> {
         let slug = input.name("slug")?;
         let cached = self.cache.lock().ok().and_then(|c| c.get(slug).cloned());
         if let Some(entry) = cached {

@@ -68,6 +68,44 @@ impl Input {
         }
     }
 
+    /// Whether the field is present (even as null).
+    pub fn has(&self, field: &str) -> bool {
+        self.fields.contains_key(field)
+    }
+
+    /// Present and `null`.
+    pub fn is_null(&self, field: &str) -> bool {
+        matches!(self.fields.get(field), Some(Value::Null))
+    }
+
+    /// Absent or null: `None`; otherwise a string.
+    pub fn opt_str(&self, field: &str) -> Result<Option<&str>, ToolError> {
+        match self.fields.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => self.str(field).map(Some),
+        }
+    }
+
+    /// Absent or null: `None`; otherwise an integer in `min..=max`.
+    pub fn opt_int(&self, field: &str, min: i64, max: i64) -> Result<Option<i64>, ToolError> {
+        match self.fields.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
+                Some(_) => Err(ToolError::invalid_input(format!(
+                    "input.{field}: must be between {min} and {max}"
+                ))),
+                None => Err(ToolError::invalid_input(format!(
+                    "input.{field}: must be an integer"
+                ))),
+            },
+            Some(other) => Err(ToolError::invalid_input(format!(
+                "input.{field}: must be an integer, got {}",
+                type_name(other)
+            ))),
+        }
+    }
+
     /// A change slug or capability name: `^[a-z0-9][a-z0-9-]{0,63}$`, so it cannot hold `/`,
     /// `..` or an absolute path.
     pub fn name(&self, field: &str) -> Result<&str, ToolError> {

@@ -1,13 +1,21 @@
 //! The tool registry: every tool is one small file implementing [`Tool`], listed once in the
 //! `tools!` invocation below. The registry validates nothing itself: each tool reads its input
 //! through [`input::Input`], which names the offending field in every error.
+//!
+//! Tools come in families (`openspec`, `todo`), enabled by TOOLS; only enabled families are
+//! registered, so only they appear in `tools/list` and `/tools`. A tool is called with a
+//! [`Context`]: the workspace (what it derefs to), the caller's identity and the item store.
 
 mod input;
+mod todo_views;
 mod views;
 
+use crate::caller::Caller;
 use crate::openspec::{self, Workspace};
+use crate::store::{StoreError, TaskStore};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub use input::Input;
 
@@ -38,6 +46,9 @@ pub enum ErrorCode {
     InvalidInput,
     NotFound,
     Conflict,
+    /// The item store cannot be used now (cannot be opened, locked past its busy timeout,
+    /// disk full): retry later.
+    Unavailable,
     Internal,
 }
 
@@ -48,6 +59,7 @@ impl ErrorCode {
             ErrorCode::InvalidInput => "INVALID_INPUT",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL_ERROR",
         }
     }
@@ -58,6 +70,7 @@ impl ErrorCode {
             ErrorCode::InvalidInput => 400,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
+            ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
     }
@@ -113,6 +126,76 @@ impl From<openspec::Error> for ToolError {
     }
 }
 
+impl From<StoreError> for ToolError {
+    fn from(e: StoreError) -> ToolError {
+        match e {
+            StoreError::NotFound => ToolError::new(ErrorCode::NotFound, "task not found")
+                .with_hint("list_tasks shows your tasks; a task_id of another caller is not found"),
+            StoreError::Conflict { current } => ToolError::new(
+                ErrorCode::Conflict,
+                format!("input.expected_version: the task is at version {current} now"),
+            )
+            .with_hint("read the task again (list_tasks) and retry with its current version"),
+            StoreError::Unavailable(why) => {
+                log::warn!("{why}");
+                ToolError::new(
+                    ErrorCode::Unavailable,
+                    format!("the task store is unavailable: {why}"),
+                )
+                .with_hint("retry shortly; /health/ready reports the store")
+            }
+        }
+    }
+}
+
+/// A tool family, as named in TOOLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    Openspec,
+    Todo,
+}
+
+impl Family {
+    pub const ALL: &'static [Family] = &[Family::Openspec, Family::Todo];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Family::Openspec => "openspec",
+            Family::Todo => "todo",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Family> {
+        Family::ALL
+            .iter()
+            .copied()
+            .find(|f| f.as_str().eq_ignore_ascii_case(name.trim()))
+    }
+}
+
+/// What a tool is called with: derefs to the workspace, so OpenSpec tools read `ws.…` as
+/// before; the todo tools use `caller` and `store()`.
+pub struct Context<'a> {
+    pub workspace: &'a Workspace,
+    pub caller: &'a Caller,
+    pub store: Option<&'a dyn TaskStore>,
+}
+
+impl Context<'_> {
+    /// The task store, or UNAVAILABLE when none is configured.
+    pub fn store(&self) -> Result<&dyn TaskStore, ToolError> {
+        self.store
+            .ok_or_else(|| ToolError::new(ErrorCode::Unavailable, "no task store is configured"))
+    }
+}
+
+impl std::ops::Deref for Context<'_> {
+    type Target = Workspace;
+    fn deref(&self) -> &Workspace {
+        self.workspace
+    }
+}
+
 /// Progress of a long call; the server turns reports into MCP progress notifications or SSE
 /// events. `progress` grows monotonically; `total` when known.
 pub trait Progress: Send + Sync {
@@ -131,49 +214,74 @@ pub trait Tool: Send + Sync {
     fn def(&self) -> ToolDef;
     fn call(
         &self,
-        ws: &Workspace,
+        ws: &Context,
         input: &Input,
         progress: &dyn Progress,
     ) -> Result<ToolOutput, ToolError>;
+    /// True when a call may wait on something slower than a few small local files (a
+    /// database): it then runs on the blocking pool under the time limit even if read-only.
+    fn blocking(&self) -> bool {
+        false
+    }
 }
 
 /// Declares the tool modules and the registry's list in one place: adding a tool is its file
 /// plus one line here.
 macro_rules! tools {
-    ($($module:ident :: $tool:ident),* $(,)?) => {
+    ($($family:ident => $module:ident :: $tool:ident),* $(,)?) => {
         $(mod $module;)*
-        fn all_tools() -> Vec<Box<dyn Tool>> {
-            vec![$(Box::new(<$module::$tool>::default())),*]
+        fn all_tools() -> Vec<(Family, Box<dyn Tool>)> {
+            vec![$((Family::$family, Box::new(<$module::$tool>::default()))),*]
         }
     };
 }
 
 tools! {
-    change_list::ChangeList,
-    change_open::ChangeOpen,
-    change_archive::ChangeArchive,
-    task_list::TaskList,
-    task_update::TaskUpdate,
-    spec_list::SpecList,
-    spec_open::SpecOpen,
+    Openspec => change_list::ChangeList,
+    Openspec => change_open::ChangeOpen,
+    Openspec => change_archive::ChangeArchive,
+    Openspec => task_list::TaskList,
+    Openspec => task_update::TaskUpdate,
+    Openspec => spec_list::SpecList,
+    Openspec => spec_open::SpecOpen,
+    Todo => list_tasks::ListTasks,
+    Todo => create_task::CreateTask,
+    Todo => mark_task_completed::MarkTaskCompleted,
+    Todo => update_task::UpdateTask,
+    Todo => delete_task::DeleteTask,
 }
 
 /// The tools over one workspace. Immutable after construction, so it is `Send + Sync` and
 /// cheap to share in an `Arc`.
 pub struct Registry {
     workspace: Workspace,
-    tools: Vec<Box<dyn Tool>>,
+    store: Option<Arc<dyn TaskStore>>,
+    tools: Vec<(Family, Box<dyn Tool>)>,
     defs: Vec<ToolDef>,
     by_name: HashMap<&'static str, usize>,
 }
 
 impl Registry {
+    /// The OpenSpec family alone, no store.
     pub fn new(workspace: Workspace) -> Registry {
-        let tools = all_tools();
-        let defs: Vec<ToolDef> = tools.iter().map(|t| t.def()).collect();
+        Registry::with_families(workspace, &[Family::Openspec], None)
+    }
+
+    /// The tools of `families`; `store` serves the todo family.
+    pub fn with_families(
+        workspace: Workspace,
+        families: &[Family],
+        store: Option<Arc<dyn TaskStore>>,
+    ) -> Registry {
+        let tools: Vec<(Family, Box<dyn Tool>)> = all_tools()
+            .into_iter()
+            .filter(|(f, _)| families.contains(f))
+            .collect();
+        let defs: Vec<ToolDef> = tools.iter().map(|(_, t)| t.def()).collect();
         let by_name = defs.iter().enumerate().map(|(i, d)| (d.name, i)).collect();
         Registry {
             workspace,
+            store,
             tools,
             defs,
             by_name,
@@ -184,6 +292,17 @@ impl Registry {
         &self.workspace
     }
 
+    pub fn store(&self) -> Option<&Arc<dyn TaskStore>> {
+        self.store.as_ref()
+    }
+
+    /// A cheap read that may run inline on the async worker (see `exec`).
+    pub fn runs_inline(&self, name: &str) -> bool {
+        self.by_name
+            .get(name)
+            .is_some_and(|&i| self.defs[i].read_only && !self.tools[i].1.blocking())
+    }
+
     pub fn list(&self) -> &[ToolDef] {
         &self.defs
     }
@@ -192,11 +311,23 @@ impl Registry {
         self.by_name.get(name).map(|&i| &self.defs[i])
     }
 
-    /// Synchronous (filesystem work); the server decides whether to run it on a blocking thread.
+    /// As `anonymous`.
     pub fn call(
         &self,
         name: &str,
         input: Value,
+        progress: &dyn Progress,
+    ) -> Result<ToolOutput, ToolError> {
+        self.call_as(name, input, &Caller::anonymous(), progress)
+    }
+
+    /// Synchronous (filesystem or database work); the server decides whether to run it on a
+    /// blocking thread.
+    pub fn call_as(
+        &self,
+        name: &str,
+        input: Value,
+        caller: &Caller,
         progress: &dyn Progress,
     ) -> Result<ToolOutput, ToolError> {
         let Some(&index) = self.by_name.get(name) else {
@@ -208,11 +339,17 @@ impl Registry {
             .with_hint(format!("available tools: {}", names.join(", "))));
         };
         let input = Input::new(input, self.defs[index].input_schema.get("properties"))?;
-        if self.defs[index].read_only {
+        let (family, tool) = &self.tools[index];
+        if self.defs[index].read_only && *family == Family::Openspec {
             // A reader never sees an archive half done: one stat, and only after a crash or
             // during a running archive a short wait on the lock that finishes it.
             crate::openspec::recovery::settle(&self.workspace);
         }
-        self.tools[index].call(&self.workspace, &input, progress)
+        let cx = Context {
+            workspace: &self.workspace,
+            caller,
+            store: self.store.as_deref(),
+        };
+        tool.call(&cx, &input, progress)
     }
 }

@@ -1,5 +1,4 @@
-use super::{views, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
-use crate::openspec::Workspace;
+use super::{views, Context, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
 use serde_json::json;
 use std::fmt::Write;
 
@@ -34,7 +33,7 @@ impl Tool for SpecList {
         }
     }
 
-    fn call(&self, ws: &Workspace, _: &Input, _: &dyn Progress) -> Result<ToolOutput, ToolError> {
+    fn call(&self, ws: &Context, _: &Input, _: &dyn Progress) -> Result<ToolOutput, ToolError> {
         let specs = ws.list_specs()?;
         let mut text = format!("{} spec(s)\n", specs.len());
         for s in &specs {

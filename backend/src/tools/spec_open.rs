@@ -1,5 +1,5 @@
-use super::{views, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
-use crate::openspec::{paths, Workspace};
+use super::{views, Context, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
+use crate::openspec::paths;
 use serde_json::json;
 
 #[derive(Default)]
@@ -36,12 +36,7 @@ impl Tool for SpecOpen {
         }
     }
 
-    fn call(
-        &self,
-        ws: &Workspace,
-        input: &Input,
-        _: &dyn Progress,
-    ) -> Result<ToolOutput, ToolError> {
+    fn call(&self, ws: &Context, input: &Input, _: &dyn Progress) -> Result<ToolOutput, ToolError> {
         let capability = input.name("capability")?;
         let spec = ws.open_spec(capability)?;
         let structured = json!({

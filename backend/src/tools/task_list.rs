@@ -1,5 +1,5 @@
-use super::{views, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
-use crate::openspec::{tasks, Workspace};
+use super::{views, Context, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
+use crate::openspec::tasks;
 use serde_json::json;
 use std::fmt::Write;
 
@@ -34,12 +34,7 @@ impl Tool for TaskList {
         }
     }
 
-    fn call(
-        &self,
-        ws: &Workspace,
-        input: &Input,
-        _: &dyn Progress,
-    ) -> Result<ToolOutput, ToolError> {
+    fn call(&self, ws: &Context, input: &Input, _: &dyn Progress) -> Result<ToolOutput, ToolError> {
         let slug = input.name("slug")?;
         let (_, content) = ws.read_tasks(slug)?;
         let list = content.as_deref().map(tasks::parse).unwrap_or_default();

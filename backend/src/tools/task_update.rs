@@ -1,6 +1,6 @@
-use super::{views, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
+use super::{views, Context, Input, Progress, Tool, ToolDef, ToolError, ToolOutput};
 use crate::openspec::lock::WorkspaceLock;
-use crate::openspec::{archive, fsio, tasks, Error, Workspace};
+use crate::openspec::{archive, fsio, tasks, Error};
 use serde_json::json;
 
 #[derive(Default)]
@@ -40,12 +40,7 @@ impl Tool for TaskUpdate {
         }
     }
 
-    fn call(
-        &self,
-        ws: &Workspace,
-        input: &Input,
-        _: &dyn Progress,
-    ) -> Result<ToolOutput, ToolError> {
+    fn call(&self, ws: &Context, input: &Input, _: &dyn Progress) -> Result<ToolOutput, ToolError> {
         let slug = input.name("slug")?;
         let id = input.task_id("id")?;
         let done = input.bool("done")?;

@@ -1,6 +1,6 @@
-//! RATE_LIMIT: requests per minute per bearer token (per client IP when auth is off), as a
-//! token bucket holding up to one minute's allowance and refilling continuously. Keys are
-//! hashes, so tokens are not kept in yet another place in memory.
+//! The per-replica token bucket (the default, without REDIS_URL): up to one minute's allowance,
+//! refilling continuously. Keys are hashes, so tokens are not kept in yet another place in
+//! memory.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -16,14 +16,14 @@ struct Bucket {
     last: Instant,
 }
 
-pub struct RateLimiter {
+pub struct LocalLimiter {
     per_minute: f64,
     buckets: Mutex<HashMap<u64, Bucket>>,
 }
 
-impl RateLimiter {
-    pub fn new(per_minute: u32) -> RateLimiter {
-        RateLimiter {
+impl LocalLimiter {
+    pub fn new(per_minute: u32) -> LocalLimiter {
+        LocalLimiter {
             per_minute: f64::from(per_minute),
             buckets: Mutex::new(HashMap::new()),
         }
@@ -72,7 +72,7 @@ mod tests {
 
     #[test]
     fn allows_the_minute_then_refuses() {
-        let l = RateLimiter::new(3);
+        let l = LocalLimiter::new(3);
         assert!(l.check("a").is_ok());
         assert!(l.check("a").is_ok());
         assert!(l.check("a").is_ok());

@@ -1,0 +1,373 @@
+//! [`TaskStore`] on SQLite: one file on the workspace volume, shared by every replica.
+//!
+//! WAL mode (readers never wait for the writer), `busy_timeout` (a writer waits that long for
+//! another replica's write, then the call answers UNAVAILABLE), write transactions begun
+//! `IMMEDIATE` (so SQLite's busy handler applies instead of a deadlock-style SQLITE_BUSY), and
+//! migrations numbered in `schema_version`, applied under a write lock so two replicas starting
+//! together apply each once. Connections are kept in a small idle pool; one that failed is
+//! dropped, and a database that could not be opened is retried at the next call.
+//!
+//! WAL needs a filesystem with working POSIX locks and shared memory (local disks, Docker
+//! volumes shared by containers on one host); not NFS.
+
+use super::{
+    new_id, now, Cursor, NewTask, Page, StatusFilter, StoreError, Task, TaskPatch, TaskStore,
+};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Idle connections kept for reuse.
+const IDLE_MAX: usize = 8;
+
+/// Schema migrations, in order; `schema_version` holds how many were applied. Never edit one
+/// that shipped: append.
+const MIGRATIONS: &[&str] = &["CREATE TABLE tasks (
+        id          TEXT PRIMARY KEY,
+        owner       TEXT NOT NULL,
+        title       TEXT NOT NULL,
+        description TEXT,
+        due         TEXT,
+        completed   INTEGER NOT NULL DEFAULT 0,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        version     INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX tasks_owner_order ON tasks (owner, created_at, id);"];
+
+const COLUMNS: &str =
+    "id, owner, title, description, due, completed, created_at, updated_at, version";
+
+pub struct SqliteStore {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+    migrated: AtomicBool,
+}
+
+impl SqliteStore {
+    /// Does not touch the file: [`TaskStore::check`] (called at start-up) opens and migrates.
+    pub fn new(path: impl Into<PathBuf>, busy_timeout: Duration) -> SqliteStore {
+        SqliteStore {
+            path: path.into(),
+            busy_timeout,
+            idle: Mutex::new(Vec::new()),
+            migrated: AtomicBool::new(false),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn unavailable(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Unavailable(format!("task database {}: {e}", self.path.display()))
+    }
+
+    fn open(&self) -> Result<Connection, StoreError> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| self.unavailable(e))?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn =
+            Connection::open_with_flags(&self.path, flags).map_err(|e| self.unavailable(e))?;
+        conn.busy_timeout(self.busy_timeout)
+            .map_err(|e| self.unavailable(e))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| self.unavailable(e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            log::warn!(
+                "task database {}: journal mode is {mode}, not WAL",
+                self.path.display()
+            );
+        }
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(|e| self.unavailable(e))?;
+        if !self.migrated.load(Ordering::Acquire) {
+            migrate(&mut conn).map_err(|e| self.unavailable(e))?;
+            self.migrated.store(true, Ordering::Release);
+        }
+        Ok(conn)
+    }
+
+    /// Runs `f` on a pooled connection; a connection whose call failed is not kept.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.open()?,
+        };
+        match f(&mut conn) {
+            Ok(v) => {
+                if let Ok(mut idle) = self.idle.lock() {
+                    if idle.len() < IDLE_MAX {
+                        idle.push(conn);
+                    }
+                }
+                Ok(v)
+            }
+            Err(Failure::Store(e)) => {
+                if let Ok(mut idle) = self.idle.lock() {
+                    if idle.len() < IDLE_MAX {
+                        idle.push(conn);
+                    }
+                }
+                Err(e)
+            }
+            Err(Failure::Sql(e)) => Err(self.unavailable(e)),
+        }
+    }
+}
+
+/// Inside `with`: a domain answer (keep the connection) or a database failure (drop it).
+enum Failure {
+    Store(StoreError),
+    Sql(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Failure {
+        Failure::Sql(e)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| e.to_string())?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(|e| e.to_string())?;
+    let applied: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| e.to_string())?;
+    let known = MIGRATIONS.len() as i64;
+    if applied > known {
+        return Err(format!(
+            "schema version {applied} is newer than this backend knows ({known}): upgrade the backend"
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        tx.execute_batch(sql)
+            .map_err(|e| format!("migration {}: {e}", i + 1))?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [i as i64 + 1],
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    tx.commit().map_err(|e| e.to_string())
+}
+
+fn row_to_task(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
+    Ok(Task {
+        id: r.get(0)?,
+        owner: r.get(1)?,
+        title: r.get(2)?,
+        description: r.get(3)?,
+        due: r.get(4)?,
+        completed: r.get::<_, i64>(5)? != 0,
+        created_at: r.get(6)?,
+        updated_at: r.get(7)?,
+        version: r.get(8)?,
+    })
+}
+
+fn current_version(conn: &Connection, owner: &str, id: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT version FROM tasks WHERE id = ?1 AND owner = ?2",
+        params![id, owner],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+impl TaskStore for SqliteStore {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.query_row("SELECT COUNT(*) FROM schema_version", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+            Ok(())
+        })
+    }
+
+    fn list(
+        &self,
+        owner: &str,
+        status: StatusFilter,
+        limit: usize,
+        after: Option<&Cursor>,
+    ) -> Result<Page, StoreError> {
+        let completed: Option<i64> = match status {
+            StatusFilter::Open => Some(0),
+            StatusFilter::Completed => Some(1),
+            StatusFilter::All => None,
+        };
+        let (after_at, after_id) = match after {
+            Some(c) => (Some(c.created_at.as_str()), Some(c.id.as_str())),
+            None => (None, None),
+        };
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM tasks
+                 WHERE owner = ?1 AND (?2 IS NULL OR completed = ?2)
+                   AND (?3 IS NULL OR (created_at, id) > (?3, ?4))
+                 ORDER BY created_at, id LIMIT ?5"
+            ))?;
+            let mut tasks = stmt
+                .query_map(
+                    params![owner, completed, after_at, after_id, limit as i64 + 1],
+                    row_to_task,
+                )?
+                .collect::<rusqlite::Result<Vec<Task>>>()?;
+            let next_cursor = if tasks.len() > limit {
+                tasks.truncate(limit);
+                tasks.last().map(Task::cursor)
+            } else {
+                None
+            };
+            Ok(Page { tasks, next_cursor })
+        })
+    }
+
+    fn create(&self, owner: &str, new: &NewTask) -> Result<Task, StoreError> {
+        let at = now();
+        let task = Task {
+            id: new_id(),
+            owner: owner.to_string(),
+            title: new.title.clone(),
+            description: new.description.clone(),
+            due: new.due.clone(),
+            completed: false,
+            created_at: at.clone(),
+            updated_at: at,
+            version: 1,
+        };
+        self.with(|conn| {
+            conn.prepare_cached(&format!(
+                "INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, 1)"
+            ))?
+            .execute(params![
+                task.id,
+                task.owner,
+                task.title,
+                task.description,
+                task.due,
+                task.created_at,
+                task.updated_at
+            ])?;
+            Ok(task.clone())
+        })
+    }
+
+    fn update(
+        &self,
+        owner: &str,
+        id: &str,
+        patch: &TaskPatch,
+        expected_version: Option<i64>,
+    ) -> Result<Task, StoreError> {
+        let at = now();
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // One statement: each field either kept or set, the version bumped once; the
+            // version predicate is the compare-and-set.
+            let updated = tx
+                .prepare_cached(&format!(
+                    "UPDATE tasks SET
+                        title = CASE WHEN ?3 THEN ?4 ELSE title END,
+                        description = CASE WHEN ?5 THEN ?6 ELSE description END,
+                        due = CASE WHEN ?7 THEN ?8 ELSE due END,
+                        completed = CASE WHEN ?9 THEN ?10 ELSE completed END,
+                        updated_at = ?11,
+                        version = version + 1
+                     WHERE id = ?1 AND owner = ?2 AND (?12 IS NULL OR version = ?12)
+                     RETURNING {COLUMNS}"
+                ))?
+                .query_row(
+                    params![
+                        id,
+                        owner,
+                        patch.title.is_some(),
+                        patch.title,
+                        patch.description.is_some(),
+                        patch.description.clone().flatten(),
+                        patch.due.is_some(),
+                        patch.due.clone().flatten(),
+                        patch.completed.is_some(),
+                        patch.completed.map(i64::from),
+                        at,
+                        expected_version,
+                    ],
+                    row_to_task,
+                )
+                .optional()?;
+            let result = match updated {
+                Some(task) => Ok(task),
+                None => match current_version(&tx, owner, id)? {
+                    Some(current) => Err(StoreError::Conflict { current }),
+                    None => Err(StoreError::NotFound),
+                },
+            };
+            tx.commit()?;
+            result.map_err(Failure::Store)
+        })
+    }
+
+    fn complete(&self, owner: &str, id: &str) -> Result<(Task, bool), StoreError> {
+        let at = now();
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let updated = tx
+                .prepare_cached(&format!(
+                    "UPDATE tasks SET completed = 1, updated_at = ?3, version = version + 1
+                     WHERE id = ?1 AND owner = ?2 AND completed = 0 RETURNING {COLUMNS}"
+                ))?
+                .query_row(params![id, owner, at], row_to_task)
+                .optional()?;
+            let result = match updated {
+                Some(task) => Ok((task, true)),
+                None => tx
+                    .query_row(
+                        &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1 AND owner = ?2"),
+                        params![id, owner],
+                        row_to_task,
+                    )
+                    .optional()?
+                    .map(|t| (t, false))
+                    .ok_or(StoreError::NotFound),
+            };
+            tx.commit()?;
+            result.map_err(Failure::Store)
+        })
+    }
+
+    fn delete(&self, owner: &str, id: &str) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM tasks WHERE id = ?1 AND owner = ?2")?
+                .execute(params![id, owner])?;
+            if n == 0 {
+                Err(Failure::Store(StoreError::NotFound))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
