@@ -152,6 +152,13 @@ pub const VARS: &[VarDoc] = &[
         help: "how long a todo call waits for another writer's lock on the database, then \
                answers UNAVAILABLE",
     },
+    VarDoc {
+        name: "TRUSTED_CALLER_HEADER",
+        default: "(none)",
+        help: "a request header naming the caller, believed from loopback and private \
+               addresses only (the gateway's [auth] caller_header) and only on a request whose \
+               bearer token is valid: the caller the todo tools see behind the gateway",
+    },
 ];
 
 #[derive(Debug, Clone)]
@@ -186,6 +193,8 @@ pub struct Config {
     /// DATABASE_PATH: the todo store's SQLite file.
     pub database_path: PathBuf,
     pub database_busy_timeout: Duration,
+    /// TRUSTED_CALLER_HEADER, lower case; None = callers come from tokens only.
+    pub trusted_caller_header: Option<http::HeaderName>,
 }
 
 /// What the MCP authorization spec asks a protected MCP server to publish: its resource
@@ -350,6 +359,15 @@ impl Config {
         let working_directory = working_directory_from(&get);
         let (auth_tokens, auth_names) = crate::caller::split_entries(list(&var("AUTH_TOKENS")));
         let tool_families = families_from(var("TOOLS"))?;
+        let trusted_caller_header = match var("TRUSTED_CALLER_HEADER") {
+            None => None,
+            Some(h) => Some(
+                http::HeaderName::from_bytes(h.trim().as_bytes()).map_err(|_| ConfigError {
+                    var: "TRUSTED_CALLER_HEADER",
+                    reason: format!("{h:?} is not a header name"),
+                })?,
+            ),
+        };
         let database_path = var("DATABASE_PATH")
             .map(PathBuf::from)
             .unwrap_or_else(|| working_directory.join(".mcp").join("store.sqlite3"));
@@ -453,6 +471,7 @@ impl Config {
             tool_families,
             database_path,
             database_busy_timeout: Duration::from_millis(busy_ms),
+            trusted_caller_header,
         })
     }
 }
@@ -755,6 +774,14 @@ mod tests {
         let e = cfg(&[("TOOLS", "todo,memroy")]).unwrap_err();
         assert_eq!(e.var, "TOOLS");
         assert!(e.reason.contains("memroy"), "{}", e.reason);
+        assert_eq!(c.trusted_caller_header, None);
+        let c = cfg(&[("TRUSTED_CALLER_HEADER", "X-Gateway-Caller")]).unwrap();
+        assert_eq!(
+            c.trusted_caller_header.as_ref().map(|h| h.as_str()),
+            Some("x-gateway-caller")
+        );
+        let e = cfg(&[("TRUSTED_CALLER_HEADER", "bad header")]).unwrap_err();
+        assert_eq!(e.var, "TRUSTED_CALLER_HEADER");
     }
 
     fn pattern(host: &str, port: Option<u16>) -> HostPattern {

@@ -209,15 +209,19 @@ impl ProxyHttp for GatewayProxy {
             ctx.conn.tls,
             &ctx.request_id,
         );
-        // The edge authenticated the caller: the backends get the gateway's own credential.
-        if let (Some(_), Some(v)) = (
-            &ctx.caller,
-            ctx.state
-                .as_ref()
-                .and_then(|s| s.gate.as_ref())
-                .and_then(|g| g.upstream_authorization.as_ref()),
-        ) {
-            upstream_request.insert_header(http::header::AUTHORIZATION, v.clone())?;
+        if let Some(gate) = ctx.state.as_ref().and_then(|s| s.gate.as_ref()) {
+            // The caller the edge authenticated, for backends that keep items per caller;
+            // never what a client sent under that name.
+            if let Some(h) = &gate.caller_header {
+                upstream_request.remove_header(h);
+                if let Some(c) = &ctx.caller {
+                    upstream_request.insert_header(h.clone(), crate::auth::caller_value(c))?;
+                }
+            }
+            // The edge authenticated the caller: the backends get the gateway's own credential.
+            if let (Some(_), Some(v)) = (&ctx.caller, gate.upstream_authorization.as_ref()) {
+                upstream_request.insert_header(http::header::AUTHORIZATION, v.clone())?;
+            }
         }
         Ok(())
     }

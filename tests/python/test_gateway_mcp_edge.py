@@ -119,7 +119,7 @@ def counter(text: str, name: str, **labels) -> float:
 
 
 def start_edge(procs, tmp: Path, tls_cert, backends: list, *, routes: str, extra: str = "",
-               split: str = "") -> Edge:
+               split: str = "", auth_keys: str = "") -> Edge:
     cert, key = tls_cert
     http_port, https_port, admin_port = ports(3)
     keys: Keys = start_edge.keys
@@ -157,6 +157,7 @@ rate = "1r/m"
 [auth]
 tokens_file = "callers.txt"
 upstream_token = "{BACKEND_SECRET}"
+{auth_keys}
 
 [[auth.grants]]
 callers = ["reader"]
@@ -519,3 +520,42 @@ async def test_keys_from_a_jwks_url_follow_a_key_rotation(procs, start_backend, 
         assert await status(keys.token(edge.url)) == 401
     finally:
         server.shutdown()
+
+
+async def test_backends_keep_items_per_caller_behind_the_gateway(procs, start_backend, tls_cert,
+                                                                tmp_path):
+    # The gateway names the caller it authenticated in caller_header; the backend believes
+    # it (TRUSTED_CALLER_HEADER) from the gateway only, after the gateway's own token.
+    backend = start_backend(env={"AUTH_TOKENS": f"gateway:{BACKEND_SECRET}",
+                                 "TOOLS": "openspec,todo",
+                                 "TRUSTED_CALLER_HEADER": "X-Gateway-Caller"})
+    edge = start_edge(procs, tmp_path, tls_cert, [("backend", backend)], routes="""
+[[routes]]
+name = "mcp"
+path = "/mcp"
+pool = "backend"
+stream = true
+mcp = true
+auth = true
+""", auth_keys='caller_header = "X-Gateway-Caller"')
+
+    async def titles(token: str, *, create: str | None = None, spoof: str | None = None):
+        headers = {"X-Gateway-Caller": spoof} if spoof else {}
+        async with edge.client(token, headers=headers) as http:
+            async with streamable_http_client(edge.url, http_client=http) as (read, write, *_):
+                async with ClientSession(read, write) as s:
+                    await s.initialize()
+                    if create:
+                        made = await s.call_tool("create_task", {"title": create})
+                        assert not made.is_error, made
+                    listed = await s.call_tool("list_tasks", {"status": "all"})
+                    assert not listed.is_error, listed
+                    return [t["title"] for t in listed.structured_content["tasks"]]
+
+    keys: Keys = start_edge.keys
+    alice = keys.token(edge.url, sub="alice", scope="mcp:admin")  # a JWT caller: its subject
+    assert await titles(ADMIN, create="admin's task") == ["admin's task"]
+    assert await titles(alice, create="alice's task") == ["alice's task"]
+    # A client naming another caller in the header is not believed: the gateway replaces it.
+    assert await titles(alice, spoof="admin") == ["alice's task"]
+    assert await titles(ADMIN) == ["admin's task"]

@@ -184,6 +184,9 @@ pub async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: N
         }
     }
 
+    // Behind the gateway every request carries the gateway's token: the caller it
+    // authenticated comes in TRUSTED_CALLER_HEADER, believed from internal peers only.
+    let caller = caller.map(|c| forwarded_caller(&state.config, &req).unwrap_or(c));
     if let Some(caller) = caller {
         req.extensions_mut().insert(caller);
     }
@@ -231,6 +234,26 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
+}
+
+/// The caller a trusted proxy names in TRUSTED_CALLER_HEADER: 1-200 visible ASCII
+/// characters, from a loopback or private peer; None otherwise.
+fn forwarded_caller(
+    config: &crate::config::Config,
+    req: &Request,
+) -> Option<crate::caller::Caller> {
+    let name = config.trusted_caller_header.as_ref()?;
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?
+        .0
+        .ip();
+    if !super::observe::is_internal(peer) {
+        return None;
+    }
+    let v = req.headers().get(name)?.to_str().ok()?.trim();
+    let ok = !v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic());
+    ok.then(|| crate::caller::Caller::named(v))
 }
 
 #[cfg(test)]

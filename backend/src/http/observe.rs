@@ -60,7 +60,7 @@ pub fn client_ip(req: &Request) -> IpAddr {
         .unwrap_or(peer)
 }
 
-fn is_internal(ip: IpAddr) -> bool {
+pub(crate) fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
         IpAddr::V6(v6) => {

@@ -45,6 +45,9 @@ pub struct Gate {
     oauth: Option<OAuthRt>,
     /// `Authorization` value sent to the backends instead of the caller's.
     pub upstream_authorization: Option<http::HeaderValue>,
+    /// `caller_header`: names the authenticated caller to the backends; removed from what
+    /// clients send.
+    pub caller_header: Option<http::HeaderName>,
 }
 
 struct OAuthRt {
@@ -109,11 +112,19 @@ impl Gate {
                     .map_err(|_| "auth.upstream_token: not a header value".to_string())?,
             ),
         };
+        let caller_header = match &cfg.caller_header {
+            None => None,
+            Some(h) => Some(
+                http::HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| format!("auth.caller_header: {h:?} is not a header name"))?,
+            ),
+        };
         Ok(Some(Gate {
             tokens,
             grants: Arc::new(cfg.grants.clone()),
             oauth,
             upstream_authorization,
+            caller_header,
         }))
     }
 
@@ -290,6 +301,22 @@ impl OAuthRt {
     }
 }
 
+/// The caller's name as a header value: itself when it is visible ASCII (token names always
+/// are; JWT subjects such as `auth0|5f1c` mostly), else `sub-` and 16 hex digits of its
+/// SHA-256, stable for the same subject.
+pub fn caller_value(c: &Caller) -> http::HeaderValue {
+    let name = &*c.name;
+    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()) {
+        if let Ok(v) = http::HeaderValue::from_str(name) {
+            return v;
+        }
+    }
+    let digest = openssl::sha::sha256(name.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    http::HeaderValue::from_str(&format!("sub-{hex}"))
+        .unwrap_or(http::HeaderValue::from_static("sub-"))
+}
+
 /// The credential of `Authorization: Bearer <token>` (scheme case-insensitive, RFC 7235).
 pub fn bearer(req: &RequestHeader) -> Option<&[u8]> {
     let v = req.headers.get(http::header::AUTHORIZATION)?.as_bytes();
@@ -404,6 +431,7 @@ mod tests {
             ]),
             oauth: None,
             upstream_authorization: None,
+            caller_header: None,
         };
         let r = gate.rights(&caller("reader", &[]));
         assert!(r.allows_method("tools/list") && r.allows_method("initialize"));

@@ -8,7 +8,13 @@ use super::files;
 use super::model::*;
 use super::reader::{Ctx, Errors, Section};
 
-const AUTH_KEYS: &[&str] = &["tokens_file", "upstream_token", "grants", "oauth"];
+const AUTH_KEYS: &[&str] = &[
+    "tokens_file",
+    "upstream_token",
+    "caller_header",
+    "grants",
+    "oauth",
+];
 const GRANT_KEYS: &[&str] = &["callers", "scopes", "methods", "tools"];
 const OAUTH_KEYS: &[&str] = &[
     "resource",
@@ -47,6 +53,16 @@ pub fn auth(ctx: &mut Ctx, v: Option<&Value>) -> Option<Auth> {
         }
         t => t.map(|t| Secret(t.to_string())),
     };
+    let caller_header = match s.str(e, "caller_header") {
+        Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_err() || h.is_empty() => {
+            e.add(
+                s.key("caller_header"),
+                format!("{h:?} is not a header name"),
+            );
+            None
+        }
+        h => h.map(str::to_string),
+    };
     let mut grants = Vec::new();
     if let Some(list) = s.array(e, "grants") {
         for (i, g) in list.iter().enumerate() {
@@ -64,6 +80,7 @@ pub fn auth(ctx: &mut Ctx, v: Option<&Value>) -> Option<Auth> {
         tokens_file,
         tokens,
         upstream_token,
+        caller_header,
         grants,
         oauth,
     })

@@ -489,6 +489,10 @@ pub struct Auth {
     /// once the edge has authenticated it (a JWT means nothing to a backend holding static
     /// tokens). Default none: the caller's header is forwarded.
     pub upstream_token: Option<Secret>,
+    /// A request header carrying the authenticated caller's name to the backends (which
+    /// trust it from their proxies only); the gateway removes it from every client request.
+    /// Default none.
+    pub caller_header: Option<String>,
     /// What callers may do on MCP routes; empty = every authenticated caller may do anything.
     pub grants: Vec<Grant>,
     /// `[auth.oauth]`: JWT access tokens (OAuth 2.1 resource server). Default none.

@@ -11,6 +11,7 @@ rate = "1r/s"
 [auth]
 tokens_file = "callers.txt"
 upstream_token = "backend-secret"
+caller_header = "X-Gateway-Caller"
 
 [[auth.grants]]
 callers = ["reader"]
@@ -40,6 +41,7 @@ fn auth_grants_and_oauth_defaults() {
     assert_eq!(a.tokens_file, Some(PathBuf::from("/etc/gw/callers.txt")));
     assert_eq!(a.upstream_token, Some(Secret("backend-secret".into())));
     assert_eq!(format!("{:?}", a.upstream_token), "Some(***)");
+    assert_eq!(a.caller_header.as_deref(), Some("X-Gateway-Caller"));
     assert_eq!(a.grants[0].methods, ["tools/list", "tools/call"]);
     let o = a.oauth.as_ref().unwrap();
     assert_eq!(o.issuer, "https://auth.example.com");
@@ -72,7 +74,7 @@ fn auth_grants_and_oauth_defaults() {
 #[test]
 fn auth_mistakes_are_named() {
     let errs = errors(&format!(
-        "{MINIMAL}\n[zones.z]\nrate = \"1r/s\"\n[auth]\nupstream_token = \"has space\"\nsecret = 1\n[[auth.grants]]\nmethods = [\"tools/destroy\"]\ntools = [\"a*b\"]\n[auth.oauth]\nresource = \"http://mcp.example.com/mcp\"\njwks_file = \"k.json\"\njwks_url = \"https://a/k\"\nalgorithms = [\"none\", \"HS256\"]\n"
+        "{MINIMAL}\n[zones.z]\nrate = \"1r/s\"\n[auth]\nupstream_token = \"has space\"\ncaller_header = \"bad header\"\nsecret = 1\n[[auth.grants]]\nmethods = [\"tools/destroy\"]\ntools = [\"a*b\"]\n[auth.oauth]\nresource = \"http://mcp.example.com/mcp\"\njwks_file = \"k.json\"\njwks_url = \"https://a/k\"\nalgorithms = [\"none\", \"HS256\"]\n"
     )
     .replace(
         "pool = \"backend\"",
@@ -80,6 +82,7 @@ fn auth_mistakes_are_named() {
     ));
     has(&errs, "auth.upstream_token", "not a bearer token");
     has(&errs, "auth.secret", "unknown key");
+    has(&errs, "auth.caller_header", "not a header name");
     has(&errs, "auth.grants[0]", "names nobody");
     has(&errs, "auth.grants[0].methods[0]", "not an MCP method");
     has(&errs, "auth.grants[0].tools[0]", "prefix ending in");
