@@ -1,7 +1,8 @@
 //! The MCP view of a request on a route marked `mcp = true`: its JSON-RPC method and, for
 //! `tools/call`, the tool. MCP 2026-07-28 puts them in the `Mcp-Method` and `Mcp-Name` headers
 //! so that an intermediary need not parse bodies; older revisions send them only in the body,
-//! so a body of known length up to [`PEEK_LIMIT`] is read ahead and parsed (then forwarded
+//! so a body of known length up to the route's `mcp_peek` (at most 64 KiB, Pingora's retry
+//! buffer, which the config enforces) is read ahead and parsed (then forwarded
 //! unchanged, replayed by Pingora from its retry buffer). A larger or chunked body, or one the
 //! client holds back for `Expect: 100-continue`, passes unread as method "unknown". When a
 //! header and the body disagree, the request is refused as the backend refuses it: HTTP 400
@@ -22,8 +23,6 @@ use serde::Deserialize;
 
 use crate::edge::headers;
 
-/// Pingora's retry buffer (64 KiB): what is read ahead must fit it to be replayed.
-pub const PEEK_LIMIT: u64 = 64 * 1024;
 /// Labels for tool names the gateway does not know.
 pub const MAX_TOOL_LABELS: usize = 200;
 /// Labels for tool names it knows (configuration, `tools/list`).
@@ -205,7 +204,6 @@ async fn peek_body(session: &mut Session, limit: u64) -> pingora::Result<Option<
     let req = session.req_header();
     let expects = headers::expects_continue(req);
     let length = headers::declared_length(req);
-    let limit = limit.min(PEEK_LIMIT);
     let Some(length) = length.filter(|n| *n > 0 && *n <= limit && !expects) else {
         return Ok(None);
     };
