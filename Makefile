@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test test-containers build image compose-up compose-down lint bench bench-backend bench-gateway bench-containers setup clean-run
+.PHONY: run test test-containers build image compose-up compose-down lint bench bench-backend bench-gateway bench-store bench-containers setup clean-run
 
 build:
 	bash scripts/setup.sh run
@@ -49,7 +49,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
-bench: bench-backend bench-gateway
+bench: bench-backend bench-gateway bench-store
 
 bench-backend:
 	bash scripts/setup.sh bench
@@ -60,6 +60,11 @@ bench-gateway:
 	bash scripts/setup.sh bench
 	$(CARGO) build --release --workspace --bins
 	bash bench/gateway.sh
+
+bench-store:
+	bash scripts/setup.sh bench
+	$(CARGO) build --release --workspace --bins
+	bash bench/store.sh
 
 clean-run:
 	rm -rf run

@@ -41,14 +41,14 @@ done
 curl -fs "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$work/backend.err"; exit 1; }
 
 url="http://127.0.0.1:$port/mcp"
-script=bench/backend_tools_call.lua
+script=bench/tools_call.lua
 # One call by hand: the request must succeed before it is measured.
 body="{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"change.open\",\"arguments\":{\"slug\":\"$SLUG\"}}}"
 curl -fs "$url" -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
   -H 'mcp-protocol-version: 2025-06-18' -d "$body" | grep -q '"structuredContent"' \
   || { echo "bench: tools/call change.open failed" >&2; exit 1; }
 
-export BENCH_SLUG=$SLUG
+export BENCH_TOOL=change.open BENCH_ARGS="{\"slug\":\"$SLUG\"}"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$script" "$url" >/dev/null
 
 ticks=$(getconf CLK_TCK)

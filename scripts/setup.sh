@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks, idempotently: build tools for Pingora
 # (cmake for zlib-ng), the CLI clients the tests use, and the Python venv with
-# the official MCP SDK. Pass "bench" to also install nginx, wrk and h2load; "compose" installs
+# the official MCP SDK. Pass "bench" to also install nginx, wrk, h2load and PostgreSQL; "compose" installs
 # podman, runc, debootstrap and podman-compose for the container stack; "test" does all, plus
 # Node 22 and the npm packages of tests/conformance (scripts/node.sh).
 set -euo pipefail
@@ -18,6 +18,9 @@ if [ "${1:-}" = bench ] || [ "${1:-}" = test ]; then
   command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
   command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
   command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
+  # PostgreSQL's server binaries (the item store's second backend): backend_todo and
+  # backend_memory start their own server from them, and so does bench/store.sh.
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgresql)
 fi
 if [ "${1:-}" = test ]; then
   command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)

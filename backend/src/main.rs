@@ -13,8 +13,9 @@ use backend::http::{self, AppState};
 use backend::metrics::Metrics;
 use backend::openspec::Workspace;
 use backend::shutdown::{self, Shutdown};
+use backend::store::postgres::PostgresStore;
 use backend::store::sqlite::SqliteStore;
-use backend::store::TaskStore;
+use backend::store::Store;
 use backend::tools::{Family, Registry};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -107,19 +108,34 @@ fn main() -> ExitCode {
     runtime.block_on(serve(config, workspace))
 }
 
-/// The todo family's store, when TOOLS enables it: opened and migrated now; a database that
-/// cannot be opened is logged, reported by /health/ready and retried at each call (the
-/// calls answer UNAVAILABLE meanwhile), so the OpenSpec tools keep serving.
-fn open_store(config: &Config) -> Option<Arc<dyn TaskStore>> {
-    if !config.tool_families.contains(&Family::Todo) {
-        return None;
+/// The item store, when TOOLS enables a family that keeps items (todo, memory): PostgreSQL
+/// with DATABASE_URL, else SQLite at DATABASE_PATH. Opened and migrated now, on a blocking
+/// thread; a database that cannot be reached is logged, reported by /health/ready and retried
+/// at each call (the calls answer UNAVAILABLE meanwhile), so the other tools keep serving.
+async fn open_store(config: &Config) -> Result<Option<Arc<dyn Store>>, String> {
+    if !config.tool_families.iter().any(Family::uses_store) {
+        return Ok(None);
     }
-    let store = SqliteStore::new(&config.database_path, config.database_busy_timeout);
-    match store.check() {
-        Ok(()) => log::info!("task store: {}", store.describe()),
-        Err(e) => log::error!("task store {}: {e}", store.describe()),
+    let store: Arc<dyn Store> = match &config.database_url {
+        Some(url) => Arc::new(
+            PostgresStore::new(url, config.database_pool_size, config.database_timeout)
+                .map_err(|e| format!("DATABASE_URL: {e}"))?,
+        ),
+        None => Arc::new(SqliteStore::new(
+            &config.database_path,
+            config.database_busy_timeout,
+        )),
+    };
+    let probe = store.clone();
+    match tokio::task::spawn_blocking(move || probe.check()).await {
+        Ok(Ok(())) => log::info!("item store: {}", store.describe()),
+        Ok(Err(e)) => log::error!("item store {}: {e}", store.describe()),
+        Err(e) => log::error!(
+            "item store {}: the first check failed: {e}",
+            store.describe()
+        ),
     }
-    Some(Arc::new(store))
+    Ok(Some(store))
 }
 
 async fn serve(config: Config, workspace: Workspace) -> ExitCode {
@@ -153,8 +169,14 @@ async fn serve(config: Config, workspace: Workspace) -> ExitCode {
     }
     log::info!("workspace: {}", workspace.root().display());
     backend::openspec::recovery::at_start(&workspace);
-    let store = open_store(&config);
-    if config.tool_families.contains(&Family::Todo) {
+    let store = match open_store(&config).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("backend: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if store.is_some() && config.database_url.is_none() {
         let db_dir = config.database_path.parent().map(std::fs::canonicalize);
         if let Some(Ok(dir)) = db_dir {
             if dir.starts_with(workspace.root()) {
@@ -171,6 +193,12 @@ async fn serve(config: Config, workspace: Workspace) -> ExitCode {
         &config.tool_families,
         store,
     ));
+    // One line per tool, as the todo server's start-up log reads (operators grep for them).
+    for (family, defs) in registry.families() {
+        for d in defs {
+            log::info!("Registered tool: {} ({})", d.name, family.as_str());
+        }
+    }
     let exec = Arc::new(Executor::new(
         registry,
         metrics.clone(),

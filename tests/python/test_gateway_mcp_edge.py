@@ -125,8 +125,10 @@ def start_edge(procs, tmp: Path, tls_cert, backends: list, *, routes: str, extra
     keys: Keys = start_edge.keys
     (tmp / "jwks.json").write_text(keys.jwks())
     (tmp / "callers.txt").write_text(f"# name:token\nreader:{READER}\nadmin:{ADMIN}\n")
+    # Each pool: one backend, or a list of replicas.
+    servers = lambda b: ", ".join(f'"127.0.0.1:{x.port}"' for x in (b if isinstance(b, list) else [b]))
     pools = "\n".join(
-        f'[pools.{name}]\nservers = ["127.0.0.1:{b.port}"]\n' for name, b in backends)
+        f'[pools.{name}]\nservers = [{servers(b)}]\n' for name, b in backends)
     conf = tmp / "gateway.toml"
     conf.write_text(f"""
 [server]

@@ -301,6 +301,9 @@ pub fn curl(args: &[&str]) -> CurlOut {
     }
 }
 pub mod gateway;
+pub mod postgres;
+pub mod stores;
+pub mod tool_calls;
 
 /// A body (not necessarily JSON) POSTed to `url` as an MCP Streamable HTTP client sends it:
 /// JSON content type, accepting JSON and SSE, with `MCP-Protocol-Version` when given.

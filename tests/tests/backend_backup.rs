@@ -495,3 +495,143 @@ fn restore_into_an_empty_working_directory_makes_a_servable_workspace() {
     assert_eq!(out.status, 200, "{}", out.body);
     assert!(out.body.contains("\"auth\""), "{}", out.body);
 }
+
+/// `POST /tools/NAME {args}` on a backend without tokens; the `result`.
+fn rest(b: &Backend, tool: &str, args: &str) -> serde_json::Value {
+    let out = curl(&[
+        "-X",
+        "POST",
+        &format!("{}/tools/{tool}", b.url),
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        args,
+    ]);
+    assert_eq!(out.status, 200, "{tool}: {}", out.body);
+    out.json()["result"].clone()
+}
+
+#[test]
+fn backup_and_restore_carry_the_item_database_while_replicas_write() {
+    let ws = workspace_copy();
+    let env = [("TOOLS", "openspec,todo,memory")];
+    let b = Backend::start(ws.path(), &env);
+    let other = Backend::start(ws.path(), &env);
+    let task = rest(&b, "create_task", r#"{"title":"kept by the backup"}"#);
+    let task_id = task["task"]["id"].as_str().unwrap().to_string();
+    rest(
+        &b,
+        "memory_remember",
+        r#"{"key":"before","value":"in the backup"}"#,
+    );
+
+    // Another replica keeps writing while the backup copies the database online.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let url = other.url.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 500 {
+                let out = curl(&[
+                    "-X",
+                    "POST",
+                    &format!("{url}/tools/memory_remember"),
+                    "--data-binary",
+                    &format!(r#"{{"key":"busy-{n}","value":"x"}}"#),
+                ]);
+                assert_eq!(out.status, 200, "{}", out.body);
+                n += 1;
+            }
+            n
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("all.tar.gz");
+    let out = run(ws.path(), &["backup", archive.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "backup: {}", stderr(&out));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert!(written > 0);
+    assert!(
+        stderr(&out).contains("database "),
+        "summary: {}",
+        stderr(&out)
+    );
+    let names = members(&archive);
+    assert!(
+        names.iter().any(|n| n == "database/store.sqlite3"),
+        "{names:?}"
+    );
+    let db_dir = ws.path().join(".mcp");
+    let leftovers: Vec<_> = fs::read_dir(&db_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".backup-"))
+        .collect();
+    assert!(leftovers.is_empty(), "snapshot left behind: {leftovers:?}");
+
+    // Changed after the backup: the task deleted, the memory replaced, a new one added.
+    rest(&b, "delete_task", &format!(r#"{{"task_id":"{task_id}"}}"#));
+    rest(
+        &b,
+        "memory_remember",
+        r#"{"key":"before","value":"changed"}"#,
+    );
+    rest(
+        &other,
+        "memory_remember",
+        r#"{"key":"after","value":"not in the backup"}"#,
+    );
+
+    let out = run(ws.path(), &["restore", archive.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "restore: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("database") && stderr(&out).contains("restored"),
+        "summary: {}",
+        stderr(&out)
+    );
+
+    // Both running replicas serve the restored items at once, and keep writing.
+    for r in [&b, &other] {
+        let tasks = rest(r, "list_tasks", "{}");
+        assert!(tasks.to_string().contains(&task_id), "{tasks}");
+        let m = rest(r, "memory_recall", r#"{"key":"before"}"#);
+        assert_eq!(m["memories"][0]["value"], "in the backup");
+        let gone = curl(&[
+            "-X",
+            "POST",
+            &format!("{}/tools/memory_recall", r.url),
+            "--data-binary",
+            r#"{"key":"after"}"#,
+        ]);
+        assert_eq!(gone.status, 404, "{}", gone.body);
+    }
+    rest(
+        &other,
+        "memory_remember",
+        r#"{"key":"after-restore","value":"ok"}"#,
+    );
+    let m = rest(&b, "memory_recall", r#"{"key":"after-restore"}"#);
+    assert_eq!(m["memories"][0]["value"], "ok");
+
+    // A damaged database member is refused and nothing changes.
+    let tar = pipe("gzip", &["-dc"], &fs::read(&archive).unwrap());
+    let at = tar
+        .windows(b"SQLite format 3".len())
+        .position(|w| w == b"SQLite format 3")
+        .expect("the database member");
+    let mut bad = tar.clone();
+    bad[at + 200] ^= 0xff;
+    let bad_gz = pipe("gzip", &["-c"], &bad);
+    let out = run(ws.path(), &["restore", "-"], Some(&bad_gz));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("database/store.sqlite3") && stderr(&out).contains("unchanged"),
+        "{}",
+        stderr(&out)
+    );
+    let m = rest(&b, "memory_recall", r#"{"key":"after-restore"}"#);
+    assert_eq!(m["memories"][0]["value"], "ok");
+}

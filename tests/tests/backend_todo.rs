@@ -1,9 +1,13 @@
-//! The todo tool family (TOOLS=openspec,todo) on its SQLite store, with two backend replicas
-//! on one workspace and database, through MCP tools/call: every tool, ownership between two
-//! named callers, concurrent updates from both replicas without a lost update, invalid input
-//! naming the field, and TOOLS choosing what tools/list shows.
+//! The todo tool family (TOOLS=openspec,todo) with two backend replicas sharing one store,
+//! SQLite (a file in the workspace) and PostgreSQL (a server of the test's own, see
+//! `e2e::postgres`), each test of the suite run on both (`sqlite::*`, `postgres::*`): every
+//! tool, ownership between two named callers, concurrent updates from both replicas without a
+//! lost update, invalid input naming the field, and TOOLS choosing what tools/list shows; and
+//! an unusable SQLite file. PostgreSQL's own failures are in backend_todo_postgres.rs.
 
-use e2e::{workspace_copy, Backend, CurlOut};
+use e2e::stores::{Db, Kind};
+use e2e::tool_calls::{call, err, ok, tool_names};
+use e2e::{workspace_copy, Backend};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,82 +19,24 @@ fn tokens() -> String {
     format!("alice:{ALICE},bob:{BOB}")
 }
 
-fn rpc(url: &str, token: &str, body: &Value) -> Value {
-    let auth = format!("authorization: Bearer {token}");
-    let out: CurlOut = e2e::mcp_post(
-        &format!("{url}/mcp"),
-        Some("2025-06-18"),
-        &["-H", &auth],
-        &body.to_string(),
-    );
-    assert_eq!(out.status, 200, "{}", out.body);
-    let ct = out.header("content-type").unwrap_or("").to_string();
-    if ct.starts_with("text/event-stream") {
-        let data = out
-            .body
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(str::trim)
-            .rfind(|d| !d.is_empty())
-            .unwrap_or_else(|| panic!("no message: {}", out.body))
-            .to_string();
-        serde_json::from_str(&data).unwrap()
-    } else {
-        out.json()
-    }
+/// Two replicas on one workspace and store, started together (so both may migrate at once).
+fn two_replicas(ws: &std::path::Path, db: &Db) -> (Backend, Backend) {
+    let tokens = tokens();
+    db.two_replicas(ws, &[("TOOLS", "openspec,todo"), ("AUTH_TOKENS", &tokens)])
 }
 
-/// tools/call; the `result` (a CallToolResult).
-fn call(url: &str, token: &str, tool: &str, args: Value) -> Value {
-    let m = rpc(
-        url,
-        token,
-        &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                "params": {"name": tool, "arguments": args}}),
-    );
-    m["result"].clone()
-}
+e2e::on_both_stores!(
+    every_tool_across_two_replicas_with_ownership,
+    concurrent_updates_from_two_replicas_lose_nothing,
+    invalid_input_names_the_field,
+    tools_env_chooses_the_families,
+    a_legacy_sse_session_calls_as_its_opener,
+);
 
-/// A successful call's structured content.
-fn ok(url: &str, token: &str, tool: &str, args: Value) -> Value {
-    let r = call(url, token, tool, args);
-    assert_eq!(r["isError"], false, "{tool}: {r}");
-    r["structuredContent"].clone()
-}
-
-/// A failed call's text ("CODE: message (hint: ...)").
-fn err(url: &str, token: &str, tool: &str, args: Value) -> String {
-    let r = call(url, token, tool, args);
-    assert_eq!(r["isError"], true, "{tool}: expected an error: {r}");
-    r["content"][0]["text"].as_str().unwrap_or("").to_string()
-}
-
-fn tool_names(url: &str, token: &str) -> Vec<String> {
-    let m = rpc(
-        url,
-        token,
-        &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
-    );
-    m["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn two_replicas(ws: &std::path::Path) -> (Backend, Backend) {
-    let env = [
-        ("TOOLS", "openspec,todo"),
-        ("AUTH_TOKENS", &tokens() as &str),
-    ];
-    (Backend::start(ws, &env), Backend::start(ws, &env))
-}
-
-#[test]
-fn every_tool_across_two_replicas_with_ownership() {
+fn every_tool_across_two_replicas_with_ownership(kind: Kind) {
+    let db = Db::start(kind);
     let ws = workspace_copy();
-    let (a, b) = two_replicas(ws.path());
+    let (a, b) = two_replicas(ws.path(), &db);
     let names = tool_names(&a.url, ALICE);
     for t in [
         "list_tasks",
@@ -210,12 +156,18 @@ fn every_tool_across_two_replicas_with_ownership() {
     let ready = e2e::curl(&[&format!("{}/health/ready", a.url)]);
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(ready.json()["store"], "ok");
+    // Both replicas started together: each migration applied once.
+    if let Some(pg) = &db.pg {
+        let applied =
+            pg.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version");
+        assert_eq!(applied, "1,2");
+    }
 }
 
-#[test]
-fn concurrent_updates_from_two_replicas_lose_nothing() {
+fn concurrent_updates_from_two_replicas_lose_nothing(kind: Kind) {
+    let db = Db::start(kind);
     let ws = workspace_copy();
-    let (a, b) = two_replicas(ws.path());
+    let (a, b) = two_replicas(ws.path(), &db);
     let urls = Arc::new([a.url.clone(), b.url.clone()]);
     let t = ok(&a.url, ALICE, "create_task", json!({"title": "0"}))["task"].clone();
     let id = Arc::new(t["id"].as_str().unwrap().to_string());
@@ -290,10 +242,10 @@ fn concurrent_updates_from_two_replicas_lose_nothing() {
     assert_eq!(last["title"], successes.to_string());
 }
 
-#[test]
-fn invalid_input_names_the_field() {
+fn invalid_input_names_the_field(kind: Kind) {
+    let db = Db::start(kind);
     let ws = workspace_copy();
-    let (a, _b) = two_replicas(ws.path());
+    let (a, _b) = two_replicas(ws.path(), &db);
     let id = ok(&a.url, ALICE, "create_task", json!({"title": "t"}))["task"]["id"].clone();
     for (tool, args, prefix) in [
         (
@@ -424,10 +376,10 @@ fn invalid_input_names_the_field() {
     assert_eq!(result["result"]["task"]["owner"], "alice", "{result}");
 }
 
-#[test]
-fn tools_env_chooses_the_families() {
+fn tools_env_chooses_the_families(kind: Kind) {
+    let db = Db::start(kind);
     let ws = workspace_copy();
-    let openspec_only = Backend::start(ws.path(), &[]);
+    let openspec_only = Backend::start(ws.path(), &db.env(&[]));
     let names = tool_names(&openspec_only.url, "unused");
     assert!(names.iter().any(|n| n == "change.open"));
     assert!(!names.iter().any(|n| n == "list_tasks"), "{names:?}");
@@ -439,7 +391,7 @@ fn tools_env_chooses_the_families() {
     );
     assert!(e.starts_with("NOT_FOUND"), "{e}");
 
-    let todo_only = Backend::start(ws.path(), &[("TOOLS", "todo")]);
+    let todo_only = Backend::start(ws.path(), &db.env(&[("TOOLS", "todo")]));
     let names = tool_names(&todo_only.url, "unused");
     assert_eq!(
         names,
@@ -487,12 +439,15 @@ fn an_unusable_database_answers_unavailable_quickly() {
 }
 
 /// The 2024-11-05 HTTP+SSE transport: the session's caller is the one that opened it.
-#[test]
-fn a_legacy_sse_session_calls_as_its_opener() {
+fn a_legacy_sse_session_calls_as_its_opener(kind: Kind) {
     use std::io::{BufRead, BufReader, Write};
+    let db = Db::start(kind);
     let ws = workspace_copy();
-    let env = [("TOOLS", "todo"), ("AUTH_TOKENS", &tokens() as &str)];
-    let b = Backend::start(ws.path(), &env);
+    let tokens = tokens();
+    let b = Backend::start(
+        ws.path(),
+        &db.env(&[("TOOLS", "todo"), ("AUTH_TOKENS", &tokens)]),
+    );
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", b.port)).unwrap();
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))

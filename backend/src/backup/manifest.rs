@@ -27,6 +27,10 @@ pub struct Manifest {
     /// Every folder, `openspec` first.
     pub dirs: Vec<String>,
     pub files: Vec<FileEntry>,
+    /// The item store's SQLite database (member `database/store.sqlite3`), when there was one.
+    /// Absent in archives of backends without it, which restore as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<FileEntry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -50,6 +54,7 @@ impl Manifest {
             total_bytes: files.iter().map(|f| f.size).sum(),
             dirs,
             files,
+            database: None,
         }
     }
 
@@ -76,12 +81,44 @@ impl Manifest {
     }
 
     /// The extracted members against the manifest: the same folders, the same files with the
-    /// same sizes and SHA-256. The first difference found is the error.
+    /// same sizes and SHA-256, the database when one is listed. The first difference found is
+    /// the error.
     pub fn verify(
         &self,
         dirs: &BTreeSet<String>,
         files: &BTreeMap<String, (u64, String)>,
+        database: Option<&(u64, String)>,
     ) -> Result<(), String> {
+        match (&self.database, database) {
+            (None, None) => {}
+            (Some(d), None) => {
+                return Err(format!(
+                    "{}: listed in the manifest but missing from the archive",
+                    d.path
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(format!(
+                    "{}: in the archive but not in the manifest",
+                    super::database::MEMBER
+                ))
+            }
+            (Some(d), Some((size, sha))) => {
+                if d.path != super::database::MEMBER || *size != d.size {
+                    return Err(format!(
+                        "{}: {size} bytes in the archive, {} in the manifest",
+                        d.path, d.size
+                    ));
+                }
+                if !sha.eq_ignore_ascii_case(&d.sha256) {
+                    return Err(format!(
+                        "{}: SHA-256 {sha} does not match the manifest's {} (corrupted or \
+                         tampered with)",
+                        d.path, d.sha256
+                    ));
+                }
+            }
+        }
         if self.file_count != self.files.len() {
             return Err(format!(
                 "{MANIFEST_NAME}: file_count {} but {} files listed",
@@ -209,34 +246,40 @@ mod tests {
         let raw = serde_json::to_vec(&m).unwrap();
         let back = Manifest::parse(&raw).unwrap();
         assert_eq!(back, m);
-        back.verify(&dirs, &files).unwrap();
+        back.verify(&dirs, &files, None).unwrap();
     }
 
     #[test]
     fn differences_are_named() {
         let (m, dirs, mut files) = sample();
         files.insert("openspec/project.md".into(), (3, "cd".repeat(32)));
-        let e = m.verify(&dirs, &files).unwrap_err();
+        let e = m.verify(&dirs, &files, None).unwrap_err();
         assert!(
             e.contains("openspec/project.md") && e.contains("SHA-256"),
             "{e}"
         );
         files.insert("openspec/project.md".into(), (4, "ab".repeat(32)));
-        assert!(m.verify(&dirs, &files).unwrap_err().contains("4 bytes"));
+        assert!(m
+            .verify(&dirs, &files, None)
+            .unwrap_err()
+            .contains("4 bytes"));
         files.insert("openspec/project.md".into(), (3, "ab".repeat(32)));
         files.insert("openspec/extra.md".into(), (0, String::new()));
-        let e = m.verify(&dirs, &files).unwrap_err();
+        let e = m.verify(&dirs, &files, None).unwrap_err();
         assert!(
             e.contains("openspec/extra.md: in the archive but not"),
             "{e}"
         );
         files.remove("openspec/extra.md");
         files.remove("openspec/project.md");
-        assert!(m.verify(&dirs, &files).unwrap_err().contains("missing"));
+        assert!(m
+            .verify(&dirs, &files, None)
+            .unwrap_err()
+            .contains("missing"));
         let (m, mut dirs, files) = sample();
         dirs.remove("openspec/specs");
         assert!(m
-            .verify(&dirs, &files)
+            .verify(&dirs, &files, None)
             .unwrap_err()
             .contains("openspec/specs/"));
     }

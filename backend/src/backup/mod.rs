@@ -4,7 +4,9 @@
 //! The archive holds the `openspec/` tree under relative paths `openspec/...` (folders and
 //! regular files only; never the workspace lock or the temp files of writes in progress), then,
 //! as its last member, `backup-manifest.json` ([`manifest::Manifest`]): format version, creation
-//! time, host, file count, total bytes and the SHA-256 of every file.
+//! time, host, file count, total bytes and the SHA-256 of every file. When the item store is
+//! SQLite and its file exists, a consistent copy of it (SQLite's online backup API) goes in as
+//! `database/store.sqlite3`, listed in the manifest's `database` ([`database`]).
 //!
 //! - backup ([`write`]) holds the workspace lock while it reads, so no `change.archive` or
 //!   `task.update` is half in it; a FILE is written atomically (temp file, fsync, rename).
@@ -17,6 +19,7 @@
 //! Exit codes of both subcommands: 0 done, 1 failed (the message says what and why), 2 bad
 //! arguments.
 
+pub mod database;
 pub mod manifest;
 pub mod mounts;
 pub mod restore;
@@ -91,15 +94,20 @@ backup   writes a gzip'd tar of the openspec/ tree of WORKING_DIRECTORY to FILE 
          temp file, fsync, rename) or to stdout (-, the default), holding the workspace lock
          so no change.archive or task.update is half in it. The lock file and temp files are
          left out; symlinks and special files are refused. A manifest (backup-manifest.json)
-         records the SHA-256 of every file.
+         records the SHA-256 of every file. The todo/memory SQLite database (DATABASE_PATH,
+         default WORKING_DIRECTORY/.mcp/store.sqlite3) goes in too, copied with SQLite's
+         online backup API while the replicas keep serving; a PostgreSQL store (DATABASE_URL)
+         is not included: back it up with pg_dump.
 restore  reads FILE or stdin (-), verifies all of it (gzip and tar readable to the end,
          manifest, every file's SHA-256, paths inside openspec/, no links or devices, the tree
          opens as a workspace), then swaps it in for WORKING_DIRECTORY's openspec/ under the
          workspace lock and removes the old tree. WORKING_DIRECTORY may have no openspec/ yet.
-         A refused archive leaves the workspace unchanged.
+         A database in the archive is checked (integrity_check, known schema) and written
+         into DATABASE_PATH through the backup API first, in one transaction the running
+         replicas see whole. A refused archive leaves the workspace and database unchanged.
 --wait   how long to wait for the workspace lock (default 30 s); then exit 1 naming its holder.
 
-Both read only WORKING_DIRECTORY (default .) from the environment and print one summary line
+Both read WORKING_DIRECTORY (default .), DATABASE_PATH and DATABASE_URL from the environment and print one summary line
 on stderr. Exit codes: 0 done, 1 failed (the message names what and why), 2 bad arguments.
 ";
 

@@ -5,7 +5,7 @@
 use super::manifest::{check_member_path, Manifest, MANIFEST_NAME, MAX_MANIFEST_BYTES, TOP};
 use super::swap::{self, Plan, CHANGES};
 use super::write::Hashing;
-use super::{lock_workspace, Failure, Stream};
+use super::{database, lock_workspace, Failure, Stream};
 use crate::openspec::lock::WorkspaceLock;
 use crate::openspec::Workspace;
 use sha2::{Digest, Sha256};
@@ -27,6 +27,8 @@ pub struct RestoreReport {
     pub how: &'static str,
     /// Set when the previous tree could not be removed after the swap.
     pub leftover: Option<String>,
+    /// What happened to the archive's database, when it held one.
+    pub database: Option<String>,
 }
 
 impl RestoreReport {
@@ -41,6 +43,9 @@ impl RestoreReport {
             self.target.display(),
             self.how
         );
+        if let Some(db) = &self.database {
+            s.push_str(&format!("; {db}"));
+        }
         if let Some(left) = &self.leftover {
             s.push_str(&format!("; warning: {left}"));
         }
@@ -89,7 +94,38 @@ pub fn restore(wd: &Path, src: &Stream, wait: Duration) -> Result<RestoreReport,
         ),
         _ => None,
     };
-    let outcome = swap::swap_in(&plan, &mut staging, &new_tree)?;
+    // The database first, under the workspace lock: if it cannot be written (locked past
+    // --wait), nothing has changed yet.
+    let db_report = match &manifest.database {
+        None => None,
+        Some(entry) => {
+            let target = database::Target::from_env(wd);
+            if target.postgres {
+                Some(format!(
+                    "the archive's SQLite database ({} bytes) was not restored: DATABASE_URL \
+                     points at PostgreSQL",
+                    entry.size
+                ))
+            } else {
+                database::restore_into(&target.path, &staging.path().join(database::MEMBER), wait)
+                    .map_err(|why| {
+                        Failure::new(format!("{source}: refused, workspace unchanged: {why}"))
+                    })?;
+                Some(format!(
+                    "database {} restored ({} bytes)",
+                    target.path.display(),
+                    entry.size
+                ))
+            }
+        }
+    };
+    let outcome = swap::swap_in(&plan, &mut staging, &new_tree).map_err(|f| match &db_report {
+        Some(db) if !db.contains("not restored") => Failure::new(format!(
+            "{}; the database was already restored ({db})",
+            f.message
+        )),
+        _ => f,
+    })?;
     if let (Some(lock), Some(moved)) = (lock, &outcome.old_changes) {
         lock.release_moved(moved);
     }
@@ -106,6 +142,7 @@ pub fn restore(wd: &Path, src: &Stream, wait: Duration) -> Result<RestoreReport,
         target: plan.target().to_path_buf(),
         how: plan.describe(),
         leftover,
+        database: db_report,
     })
 }
 
@@ -118,6 +155,7 @@ pub fn extract_verified<R: Read>(input: R, staging: &Path) -> Result<Manifest, S
     let mut dirs = BTreeSet::new();
     let mut files: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut dir_times = Vec::new();
+    let mut database: Option<(u64, String)> = None;
     {
         let mut archive = tar::Archive::new(&mut gz);
         let entries = archive
@@ -156,6 +194,20 @@ pub fn extract_verified<R: Read>(input: R, staging: &Path) -> Result<Manifest, S
             let shown = String::from_utf8_lossy(&raw).into_owned();
             let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
             let mtime = entry.header().mtime().unwrap_or(0);
+            if raw == database::MEMBER.as_bytes() && ty.is_file() {
+                if database.is_some() {
+                    return Err(format!("{}: appears twice", database::MEMBER));
+                }
+                database = Some(extract_file(
+                    &mut entry,
+                    staging,
+                    database::MEMBER,
+                    0o600,
+                    mtime,
+                )?);
+                last = database::MEMBER.to_string();
+                continue;
+            }
             if ty.is_dir() {
                 let rel = check_member_path(&raw, true)?;
                 if !dirs.insert(rel.clone()) {
@@ -211,7 +263,10 @@ pub fn extract_verified<R: Read>(input: R, staging: &Path) -> Result<Manifest, S
         return Err("trailing bytes after the gzip stream".into());
     }
     let manifest = Manifest::parse(&raw)?;
-    manifest.verify(&dirs, &files)?;
+    manifest.verify(&dirs, &files, database.as_ref())?;
+    if manifest.database.is_some() {
+        database::check_staged(&staging.join(database::MEMBER))?;
+    }
     // Folder times last: creating the files inside changed them.
     for (path, mode, mtime) in dir_times.iter().rev() {
         fs::set_permissions(path, fs::Permissions::from_mode(*mode))

@@ -4,7 +4,7 @@
 //! reader of stdout therefore never holds up the server's writers.
 
 use super::manifest::{FileEntry, Manifest, MANIFEST_NAME, TOP};
-use super::{is_transient, lock_workspace, Failure, Stream};
+use super::{database, is_transient, lock_workspace, Failure, Stream};
 use crate::openspec::{fsio, Workspace};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -21,6 +21,8 @@ pub struct BackupReport {
     pub bytes: u64,
     pub compressed: u64,
     pub dest: String,
+    /// What the archive holds of the item store.
+    pub database: Option<String>,
 }
 
 impl BackupReport {
@@ -33,7 +35,11 @@ impl BackupReport {
             self.compressed,
             self.source.display(),
             self.dest
-        )
+        ) + &self
+            .database
+            .as_ref()
+            .map(|d| format!("; {d}"))
+            .unwrap_or_default()
     }
 }
 
@@ -46,11 +52,25 @@ pub fn backup(wd: &Path, dest: &Stream, wait: Duration) -> Result<BackupReport, 
         Stream::File(path) => Sink::File(TempFile::beside(path, ws.root())?),
     };
     let lock = lock_workspace(&ws.changes_dir(), wait)?;
+    let mut db_report = None;
     let (manifest, compressed) = {
         let counted = Counting::new(sink.writer());
         let gz = flate2::write::GzEncoder::new(counted, flate2::Compression::default());
         let mut tar = tar::Builder::new(gz);
-        let manifest = write_tree(&mut tar, ws.root())?;
+        let mut manifest = write_tree(&mut tar, ws.root())?;
+        let target = database::Target::from_env(wd);
+        if target.postgres {
+            db_report = Some(
+                "database: PostgreSQL (DATABASE_URL) is not in the archive: use pg_dump".into(),
+            );
+        } else if let Some(entry) = append_database(&mut tar, &target.path, wait)? {
+            db_report = Some(format!(
+                "database {} ({} bytes)",
+                target.path.display(),
+                entry.size
+            ));
+            manifest.database = Some(entry);
+        }
         let raw = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| Failure::new(format!("cannot encode the manifest: {e}")))?;
         let mut header = file_header(raw.len() as u64, 0o644, now_secs());
@@ -71,7 +91,33 @@ pub fn backup(wd: &Path, dest: &Stream, wait: Duration) -> Result<BackupReport, 
         bytes: manifest.total_bytes,
         compressed,
         dest,
+        database: db_report,
     })
+}
+
+/// The item store's SQLite file at `db`, copied with the online backup API into a private temp
+/// file beside it, appended as `database/store.sqlite3`; `None` when there is no such file.
+fn append_database<W: Write>(
+    tar: &mut tar::Builder<W>,
+    db: &Path,
+    wait: Duration,
+) -> Result<Option<FileEntry>, Failure> {
+    let name = db
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("store.sqlite3");
+    let snapshot = db.with_file_name(format!(".{name}.backup-{}", std::process::id()));
+    struct Remove<'a>(&'a Path);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = fs::remove_file(self.0);
+        }
+    }
+    let _remove = Remove(&snapshot);
+    if !database::snapshot(db, &snapshot, wait)? {
+        return Ok(None);
+    }
+    append_file(tar, &snapshot, database::MEMBER).map(Some)
 }
 
 /// Appends `root` as `openspec/` (folders first, names sorted) and returns the manifest.

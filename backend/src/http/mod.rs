@@ -103,6 +103,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/messages", post(sse_transport::post_message))
         .route("/tools", get(task_api::list_tools))
         .route("/tools/execute", post(task_api::execute))
+        .route("/tools/{name}", post(task_api::execute_named))
+        .route("/servers", get(task_api::list_servers))
         .route("/healthz", get(health::live))
         .route("/health/live", get(health::live))
         .route("/readyz", get(health::ready))

@@ -7,7 +7,10 @@
 //! - `POST /mcp {"tool","input"}` (told from JSON-RPC by `mcp_entry`) → `application/x-ndjson`:
 //!   `{"type":"start","ts"}`, `{"type":"progress",...}`*, `{"type":"result","result"}` or
 //!   `{"type":"error","error"}`, then `{"type":"end","ts"}`.
-//! - `GET /tools` and `POST /tools/execute {"tool","args"}` → plain JSON.
+//! - `GET /tools` and `POST /tools/execute {"tool","args"}` → plain JSON; `POST /tools/NAME`
+//!   with the arguments as the whole body (the memory server's form,
+//!   `POST /tools/memory_recall {"key":"session_1"}`) → the same answer as `/tools/execute`.
+//! - `GET /servers` → the tool families this replica serves, each with its tools.
 //!
 //! A malformed body or an unknown tool is answered before any stream starts, with the
 //! envelope and its HTTP status; errors of the call itself arrive inside the stream.
@@ -314,6 +317,31 @@ pub async fn list_tools(State(state): State<Arc<AppState>>) -> Response {
     )
 }
 
+/// `GET /servers`: the families (TOOLS) with their tools, in registry order.
+pub async fn list_servers(State(state): State<Arc<AppState>>) -> Response {
+    let servers: Vec<Value> = state
+        .exec
+        .registry()
+        .families()
+        .into_iter()
+        .map(|(family, defs)| {
+            json!({
+                "name": family.as_str(),
+                "description": family.description(),
+                "tools": defs.iter().map(|d| json!({
+                    "name": d.name,
+                    "title": d.title,
+                    "description": d.description,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    reply::json(
+        StatusCode::OK,
+        &json!({"apiVersion": API_VERSION, "servers": servers}),
+    )
+}
+
 /// `POST /tools/execute {"tool","args"}` → `{"apiVersion","tool","result"}` or the envelope.
 pub async fn execute(
     State(state): State<Arc<AppState>>,
@@ -321,11 +349,56 @@ pub async fn execute(
     req: Request,
 ) -> Response {
     let caller = caller_of(&req);
-    let (tool, input) = match read_call(&state, req, "args").await {
-        Ok(call) => call,
+    match read_call(&state, req, "args").await {
+        Ok((tool, input)) => answer_call(&state, tool, input, &caller, &rid).await,
+        Err(e) => reply::error(&e, &rid),
+    }
+}
+
+/// `POST /tools/NAME {args}`: the arguments are the body (empty body: `{}`).
+pub async fn execute_named(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(RequestId(rid)): axum::Extension<RequestId>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    req: Request,
+) -> Response {
+    let caller = caller_of(&req);
+    let Some(tool) = state.exec.tool_name(&name) else {
+        return reply::error(&ApiError::unknown_tool(&name), &rid);
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match read_limited(body, &parts.headers, state.config.max_request_bytes).await {
+        Ok(b) => b,
         Err(e) => return reply::error(&e, &rid),
     };
-    let mut resp = match state.exec.call(tool, input, &caller, None).await {
+    let input = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Map::new())
+    } else {
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => {
+                let e = ApiError::invalid_input("request body must be a JSON object of arguments")
+                    .with_hint(format!("e.g. POST /tools/{tool} {{\"key\": \"...\"}}"));
+                return reply::error(&e, &rid);
+            }
+            Err(e) => {
+                let e = ApiError::bad_request(format!("request body is not valid JSON: {e}"));
+                return reply::error(&e, &rid);
+            }
+        }
+    };
+    answer_call(&state, tool, input, &caller, &rid).await
+}
+
+/// Runs a plain-JSON call: `{"apiVersion","tool","result"}` or the envelope.
+async fn answer_call(
+    state: &AppState,
+    tool: &'static str,
+    input: Value,
+    caller: &Caller,
+    rid: &str,
+) -> Response {
+    let mut resp = match state.exec.call(tool, input, caller, None).await {
         Ok(out) => {
             let body = to_json(&ResultEvent {
                 api_version: API_VERSION,
@@ -339,7 +412,7 @@ pub async fn execute(
             );
             resp
         }
-        Err(e) => reply::error(&e, &rid),
+        Err(e) => reply::error(&e, rid),
     };
     resp.extensions_mut().insert(ToolLabel(tool));
     resp

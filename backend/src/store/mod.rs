@@ -1,8 +1,10 @@
-//! Item stores shared by every replica: the todo family's tasks (the memory family next).
+//! Item stores shared by every replica: the todo family's tasks and the memory family's
+//! memories.
 //!
-//! One trait, [`TaskStore`], which the tools see as `&dyn TaskStore`; SQLite ([`sqlite`]) is
-//! the default, a file in the workspace volume. PostgreSQL (`DATABASE_URL`) is meant to be a
-//! second implementation of the same trait, so tools never change.
+//! One trait, [`Store`] (its two halves [`TaskStore`] and [`MemoryStore`]), which the tools
+//! see as `&dyn Store`; SQLite ([`sqlite`]) is the default, a file in the workspace volume, and
+//! PostgreSQL ([`postgres`], `DATABASE_URL`) serves replicas on many hosts. Tools never know
+//! which.
 //!
 //! The trait is synchronous on purpose: tools are synchronous and every todo call already runs
 //! on tokio's blocking pool under REQUEST_TIMEOUT_MS (see `exec`), rusqlite is synchronous,
@@ -11,14 +13,20 @@
 //! boxed future per call for no gain here.
 //!
 //! Rules every implementation keeps:
-//! - every read and write is filtered by `owner`; another owner's task is `NotFound`;
+//! - every read and write is filtered by `owner`; another owner's task or memory is
+//!   `NotFound`;
 //! - `update` is one atomic statement (field-wise: concurrent updates of different fields all
 //!   apply) and bumps `version` by one; with `expected_version` it is a compare-and-set
 //!   (`Conflict` when stale);
 //! - a database that cannot be opened or answered (locked past the busy timeout, disk full,
 //!   unreadable file) is `Unavailable`, never a hang;
-//! - listing order is stable: `(created_at, id)` ascending, and the cursor is the last key.
+//! - listing order is stable: `(created_at, id)` ascending, and the cursor is the last key;
+//! - a memory is keyed by `(owner, key)`; `remember` is one atomic upsert (a new value bumps
+//!   `version`); an expired memory (`expires_at` passed) is never returned and counts as absent
+//!   (remembering it again starts at version 1); search is newest first (`updated_at`
+//!   descending, then `key`).
 
+pub mod postgres;
 pub mod sqlite;
 
 use serde_json::{json, Value};
@@ -39,6 +47,22 @@ pub struct Task {
 }
 
 impl Task {
+    /// A new task of `owner` as `create` stores it: a fresh id, open, version 1, now.
+    pub fn new(owner: &str, new: &NewTask) -> Task {
+        let at = now();
+        Task {
+            id: new_id(),
+            owner: owner.to_string(),
+            title: new.title.clone(),
+            description: new.description.clone(),
+            due: new.due.clone(),
+            completed: false,
+            created_at: at.clone(),
+            updated_at: at,
+            version: 1,
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "id": self.id,
@@ -123,6 +147,20 @@ pub struct Page {
     pub next_cursor: Option<Cursor>,
 }
 
+impl Page {
+    /// From up to `limit + 1` rows (stores fetch one more than asked to know whether more
+    /// follow): the first `limit`, and the cursor after them when there was one more.
+    pub fn from_rows(mut tasks: Vec<Task>, limit: usize) -> Page {
+        let next_cursor = if tasks.len() > limit {
+            tasks.truncate(limit);
+            tasks.last().map(Task::cursor)
+        } else {
+            None
+        };
+        Page { tasks, next_cursor }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
     /// No such task for this owner (another owner's task looks the same).
@@ -145,13 +183,18 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// The todo family's storage. Implementations are `Send + Sync` and called from blocking
-/// threads; each method is one transaction.
-pub trait TaskStore: Send + Sync {
-    /// What it is, for logs and health (`sqlite:/data/.mcp/store.sqlite3`), without secrets.
+/// The item store: both families' halves, and what health and logs ask of it.
+pub trait Store: TaskStore + MemoryStore {
+    /// What it is, for logs and health (`sqlite:/data/.mcp/store.sqlite3`,
+    /// `postgres://host:5432/db`), without secrets.
     fn describe(&self) -> String;
     /// Opens the database and applies migrations if not done yet; `Unavailable` otherwise.
     fn check(&self) -> Result<(), StoreError>;
+}
+
+/// The todo family's storage. Implementations are `Send + Sync` and called from blocking
+/// threads; each method is one transaction.
+pub trait TaskStore: Send + Sync {
     fn list(
         &self,
         owner: &str,
@@ -172,9 +215,84 @@ pub trait TaskStore: Send + Sync {
     fn delete(&self, owner: &str, id: &str) -> Result<(), StoreError>;
 }
 
+/// One memory as stored; `tags` sorted and without duplicates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Memory {
+    pub owner: String,
+    pub key: String,
+    pub value: String,
+    pub tags: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// When a `ttl_seconds` was given: after this instant the memory is gone.
+    pub expires_at: Option<String>,
+    pub version: i64,
+}
+
+impl Memory {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "key": self.key,
+            "owner": self.owner,
+            "value": self.value,
+            "tags": self.tags,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "expires_at": self.expires_at,
+            "version": self.version,
+        })
+    }
+}
+
+/// What `remember` stores under `key`.
+#[derive(Debug, Clone, Default)]
+pub struct NewMemory {
+    pub key: String,
+    pub value: String,
+    pub tags: Vec<String>,
+    pub ttl: Option<std::time::Duration>,
+}
+
+/// What `search` looks for; every part given must match.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryQuery {
+    /// A substring of the key or the value, ASCII case-insensitive.
+    pub text: Option<String>,
+    /// Tags the memory has, all of them.
+    pub tags: Vec<String>,
+    pub limit: usize,
+}
+
+/// The memory family's storage; same rules as [`TaskStore`].
+pub trait MemoryStore: Send + Sync {
+    /// Stores `new` under its key (replacing a live memory, which keeps its `created_at`); the
+    /// bool is true when the key held no live memory before.
+    fn remember(&self, owner: &str, new: &NewMemory) -> Result<(Memory, bool), StoreError>;
+    /// The live memory under `key`.
+    fn recall(&self, owner: &str, key: &str) -> Result<Memory, StoreError>;
+    /// Live memories matching `query`, newest first, at most `query.limit`.
+    fn search(&self, owner: &str, query: &MemoryQuery) -> Result<Vec<Memory>, StoreError>;
+    /// Removes the live memory under `key`; `NotFound` when there is none.
+    fn forget(&self, owner: &str, key: &str) -> Result<(), StoreError>;
+}
+
+/// `at` plus `ttl`, in the stored form.
+pub fn expiry(at: chrono::DateTime<chrono::Utc>, ttl: std::time::Duration) -> String {
+    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    let when = at
+        .checked_add_signed(ttl)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+    stamp(when)
+}
+
+/// A time in the stored form: RFC 3339 UTC, microseconds, `Z`.
+pub fn stamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 /// Now, as stored: RFC 3339 UTC, microseconds, `Z`.
 pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    stamp(chrono::Utc::now())
 }
 
 /// A new task id (UUID v4, hyphenated lowercase).

@@ -1,4 +1,4 @@
-//! [`TaskStore`] on SQLite: one file on the workspace volume, shared by every replica.
+//! [`Store`] (tasks and memories) on SQLite: one file on the workspace volume, shared by every replica.
 //!
 //! WAL mode (readers never wait for the writer), `busy_timeout` (a writer waits that long for
 //! another replica's write, then the call answers UNAVAILABLE), write transactions begun
@@ -11,7 +11,8 @@
 //! volumes shared by containers on one host); not NFS.
 
 use super::{
-    new_id, now, Cursor, NewTask, Page, StatusFilter, StoreError, Task, TaskPatch, TaskStore,
+    expiry, now, stamp, Cursor, Memory, MemoryQuery, MemoryStore, NewMemory, NewTask, Page,
+    StatusFilter, Store, StoreError, Task, TaskPatch, TaskStore,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -24,7 +25,11 @@ const IDLE_MAX: usize = 8;
 
 /// Schema migrations, in order; `schema_version` holds how many were applied. Never edit one
 /// that shipped: append.
-const MIGRATIONS: &[&str] = &["CREATE TABLE tasks (
+/// How many migrations this backend knows (the newest schema version).
+pub const MIGRATION_COUNT: usize = MIGRATIONS.len();
+
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE tasks (
         id          TEXT PRIMARY KEY,
         owner       TEXT NOT NULL,
         title       TEXT NOT NULL,
@@ -35,7 +40,24 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE tasks (
         updated_at  TEXT NOT NULL,
         version     INTEGER NOT NULL DEFAULT 1
     );
-    CREATE INDEX tasks_owner_order ON tasks (owner, created_at, id);"];
+    CREATE INDEX tasks_owner_order ON tasks (owner, created_at, id);",
+    // Tags as a JSON array of strings (sorted, unique); searched with json_each.
+    "CREATE TABLE memories (
+        owner       TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        value       TEXT NOT NULL,
+        tags        TEXT NOT NULL DEFAULT '[]',
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        expires_at  TEXT,
+        version     INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (owner, key)
+    );
+    CREATE INDEX memories_owner_newest ON memories (owner, updated_at DESC, key);
+    CREATE INDEX memories_expiry ON memories (expires_at) WHERE expires_at IS NOT NULL;",
+];
+
+const MEMORY_COLUMNS: &str = "owner, key, value, tags, created_at, updated_at, expires_at, version";
 
 const COLUMNS: &str =
     "id, owner, title, description, due, completed, created_at, updated_at, version";
@@ -184,6 +206,20 @@ fn row_to_task(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
     })
 }
 
+fn row_to_memory(r: &rusqlite::Row<'_>) -> rusqlite::Result<Memory> {
+    let tags: String = r.get(3)?;
+    Ok(Memory {
+        owner: r.get(0)?,
+        key: r.get(1)?,
+        value: r.get(2)?,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        created_at: r.get(4)?,
+        updated_at: r.get(5)?,
+        expires_at: r.get(6)?,
+        version: r.get(7)?,
+    })
+}
+
 fn current_version(conn: &Connection, owner: &str, id: &str) -> rusqlite::Result<Option<i64>> {
     conn.query_row(
         "SELECT version FROM tasks WHERE id = ?1 AND owner = ?2",
@@ -193,7 +229,7 @@ fn current_version(conn: &Connection, owner: &str, id: &str) -> rusqlite::Result
     .optional()
 }
 
-impl TaskStore for SqliteStore {
+impl Store for SqliteStore {
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
     }
@@ -206,7 +242,9 @@ impl TaskStore for SqliteStore {
             Ok(())
         })
     }
+}
 
+impl TaskStore for SqliteStore {
     fn list(
         &self,
         owner: &str,
@@ -230,35 +268,18 @@ impl TaskStore for SqliteStore {
                    AND (?3 IS NULL OR (created_at, id) > (?3, ?4))
                  ORDER BY created_at, id LIMIT ?5"
             ))?;
-            let mut tasks = stmt
+            let tasks = stmt
                 .query_map(
                     params![owner, completed, after_at, after_id, limit as i64 + 1],
                     row_to_task,
                 )?
                 .collect::<rusqlite::Result<Vec<Task>>>()?;
-            let next_cursor = if tasks.len() > limit {
-                tasks.truncate(limit);
-                tasks.last().map(Task::cursor)
-            } else {
-                None
-            };
-            Ok(Page { tasks, next_cursor })
+            Ok(Page::from_rows(tasks, limit))
         })
     }
 
     fn create(&self, owner: &str, new: &NewTask) -> Result<Task, StoreError> {
-        let at = now();
-        let task = Task {
-            id: new_id(),
-            owner: owner.to_string(),
-            title: new.title.clone(),
-            description: new.description.clone(),
-            due: new.due.clone(),
-            completed: false,
-            created_at: at.clone(),
-            updated_at: at,
-            version: 1,
-        };
+        let task = Task::new(owner, new);
         self.with(|conn| {
             conn.prepare_cached(&format!(
                 "INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, 1)"
@@ -363,6 +384,106 @@ impl TaskStore for SqliteStore {
             let n = conn
                 .prepare_cached("DELETE FROM tasks WHERE id = ?1 AND owner = ?2")?
                 .execute(params![id, owner])?;
+            if n == 0 {
+                Err(Failure::Store(StoreError::NotFound))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+impl MemoryStore for SqliteStore {
+    fn remember(&self, owner: &str, new: &NewMemory) -> Result<(Memory, bool), StoreError> {
+        let at_time = chrono::Utc::now();
+        let at = stamp(at_time);
+        let expires_at = new.ttl.map(|ttl| expiry(at_time, ttl));
+        let tags = serde_json::to_string(&new.tags).unwrap_or_else(|_| "[]".into());
+        self.with(|conn| {
+            // Expired memories of anyone go here (the partial index finds them cheaply), so
+            // they never pile up.
+            conn.prepare_cached(
+                "DELETE FROM memories WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+            )?
+            .execute(params![at])?;
+            // One upsert: a live memory keeps created_at and bumps version; an expired one
+            // is replaced as if new.
+            let memory = conn
+                .prepare_cached(&format!(
+                    "INSERT INTO memories ({MEMORY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, 1)
+                     ON CONFLICT (owner, key) DO UPDATE SET
+                        value = excluded.value,
+                        tags = excluded.tags,
+                        expires_at = excluded.expires_at,
+                        created_at = CASE WHEN memories.expires_at IS NOT NULL
+                            AND memories.expires_at <= excluded.updated_at
+                            THEN excluded.created_at ELSE memories.created_at END,
+                        version = CASE WHEN memories.expires_at IS NOT NULL
+                            AND memories.expires_at <= excluded.updated_at
+                            THEN 1 ELSE memories.version + 1 END,
+                        updated_at = excluded.updated_at
+                     RETURNING {MEMORY_COLUMNS}"
+                ))?
+                .query_row(
+                    params![owner, new.key, new.value, tags, at, expires_at],
+                    row_to_memory,
+                )?;
+            let created = memory.version == 1;
+            Ok((memory, created))
+        })
+    }
+
+    fn recall(&self, owner: &str, key: &str) -> Result<Memory, StoreError> {
+        let at = now();
+        self.with(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {MEMORY_COLUMNS} FROM memories
+                 WHERE owner = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)"
+            ))?
+            .query_row(params![owner, key, at], row_to_memory)
+            .optional()?
+            .ok_or(Failure::Store(StoreError::NotFound))
+        })
+    }
+
+    fn search(&self, owner: &str, query: &MemoryQuery) -> Result<Vec<Memory>, StoreError> {
+        let at = now();
+        let text = query.text.as_deref().map(str::to_ascii_lowercase);
+        let tags = serde_json::to_string(&query.tags).unwrap_or_else(|_| "[]".into());
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {MEMORY_COLUMNS} FROM memories
+                 WHERE owner = ?1 AND (expires_at IS NULL OR expires_at > ?2)
+                   AND (?3 IS NULL OR instr(lower(key), ?3) > 0 OR instr(lower(value), ?3) > 0)
+                   AND NOT EXISTS (
+                       SELECT 1 FROM json_each(?4) AS wanted
+                       WHERE wanted.value NOT IN (SELECT value FROM json_each(memories.tags)))
+                 ORDER BY updated_at DESC, key LIMIT ?5"
+            ))?;
+            let found = stmt
+                .query_map(
+                    params![owner, at, text, tags, query.limit as i64],
+                    row_to_memory,
+                )?
+                .collect::<rusqlite::Result<Vec<Memory>>>()?;
+            Ok(found)
+        })
+    }
+
+    fn forget(&self, owner: &str, key: &str) -> Result<(), StoreError> {
+        let at = now();
+        self.with(|conn| {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM memories WHERE owner = ?1 AND key = ?2
+                     AND (expires_at IS NULL OR expires_at > ?3)",
+                )?
+                .execute(params![owner, key, at])?;
+            // An expired memory is absent: removed here too, but still NotFound.
+            conn.prepare_cached(
+                "DELETE FROM memories WHERE owner = ?1 AND key = ?2 AND expires_at <= ?3",
+            )?
+            .execute(params![owner, key, at])?;
             if n == 0 {
                 Err(Failure::Store(StoreError::NotFound))
             } else {

@@ -208,10 +208,15 @@ fn migrations_are_recorded_once() {
     store(&dir).check().unwrap();
     store(&dir).check().unwrap();
     let conn = rusqlite::Connection::open(dir.path().join(".mcp/store.sqlite3")).unwrap();
-    let n: i64 = conn
-        .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
+    // One row per migration (tasks, then memories), none applied twice.
+    let (rows, distinct, max): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), COUNT(DISTINCT version), MAX(version) FROM schema_version",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!((rows, distinct, max), (2, 2, 2));
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();

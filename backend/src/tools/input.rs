@@ -78,6 +78,11 @@ impl Input {
         matches!(self.fields.get(field), Some(Value::Null))
     }
 
+    /// Absent or null: `None`; otherwise the value as given (for fields of other shapes).
+    pub fn opt_value(&self, field: &str) -> Option<&Value> {
+        self.fields.get(field).filter(|v| !v.is_null())
+    }
+
     /// Absent or null: `None`; otherwise a string.
     pub fn opt_str(&self, field: &str) -> Result<Option<&str>, ToolError> {
         match self.fields.get(field) {
@@ -131,7 +136,7 @@ impl Input {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
+pub fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -2,17 +2,18 @@
 //! `tools!` invocation below. The registry validates nothing itself: each tool reads its input
 //! through [`input::Input`], which names the offending field in every error.
 //!
-//! Tools come in families (`openspec`, `todo`), enabled by TOOLS; only enabled families are
+//! Tools come in families (`openspec`, `todo`, `memory`), enabled by TOOLS; only enabled families are
 //! registered, so only they appear in `tools/list` and `/tools`. A tool is called with a
 //! [`Context`]: the workspace (what it derefs to), the caller's identity and the item store.
 
 mod input;
+mod memory_views;
 mod todo_views;
 mod views;
 
 use crate::caller::Caller;
 use crate::openspec::{self, Workspace};
-use crate::store::{StoreError, TaskStore};
+use crate::store::{Store, StoreError};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -140,7 +141,7 @@ impl From<StoreError> for ToolError {
                 log::warn!("{why}");
                 ToolError::new(
                     ErrorCode::Unavailable,
-                    format!("the task store is unavailable: {why}"),
+                    format!("the item store is unavailable: {why}"),
                 )
                 .with_hint("retry shortly; /health/ready reports the store")
             }
@@ -153,16 +154,34 @@ impl From<StoreError> for ToolError {
 pub enum Family {
     Openspec,
     Todo,
+    Memory,
 }
 
 impl Family {
-    pub const ALL: &'static [Family] = &[Family::Openspec, Family::Todo];
+    pub const ALL: &'static [Family] = &[Family::Openspec, Family::Todo, Family::Memory];
 
     pub fn as_str(&self) -> &'static str {
         match self {
             Family::Openspec => "openspec",
             Family::Todo => "todo",
+            Family::Memory => "memory",
         }
+    }
+
+    /// What `/servers` says the family is.
+    pub fn description(&self) -> &'static str {
+        match self {
+            Family::Openspec => "OpenSpec changes, tasks and specs in the workspace",
+            Family::Todo => "the caller's own tasks, in the item store",
+            Family::Memory => {
+                "the caller's own memories (key, value, tags, expiry), in the item store"
+            }
+        }
+    }
+
+    /// True when the family keeps its items in the [`Store`].
+    pub fn uses_store(&self) -> bool {
+        matches!(self, Family::Todo | Family::Memory)
     }
 
     pub fn parse(name: &str) -> Option<Family> {
@@ -174,18 +193,18 @@ impl Family {
 }
 
 /// What a tool is called with: derefs to the workspace, so OpenSpec tools read `ws.…` as
-/// before; the todo tools use `caller` and `store()`.
+/// before; the todo and memory tools use `caller` and `store()`.
 pub struct Context<'a> {
     pub workspace: &'a Workspace,
     pub caller: &'a Caller,
-    pub store: Option<&'a dyn TaskStore>,
+    pub store: Option<&'a dyn Store>,
 }
 
 impl Context<'_> {
-    /// The task store, or UNAVAILABLE when none is configured.
-    pub fn store(&self) -> Result<&dyn TaskStore, ToolError> {
+    /// The item store, or UNAVAILABLE when none is configured.
+    pub fn store(&self) -> Result<&dyn Store, ToolError> {
         self.store
-            .ok_or_else(|| ToolError::new(ErrorCode::Unavailable, "no task store is configured"))
+            .ok_or_else(|| ToolError::new(ErrorCode::Unavailable, "no item store is configured"))
     }
 }
 
@@ -249,13 +268,16 @@ tools! {
     Todo => mark_task_completed::MarkTaskCompleted,
     Todo => update_task::UpdateTask,
     Todo => delete_task::DeleteTask,
+    Memory => memory_remember::MemoryRemember,
+    Memory => memory_recall::MemoryRecall,
+    Memory => memory_forget::MemoryForget,
 }
 
 /// The tools over one workspace. Immutable after construction, so it is `Send + Sync` and
 /// cheap to share in an `Arc`.
 pub struct Registry {
     workspace: Workspace,
-    store: Option<Arc<dyn TaskStore>>,
+    store: Option<Arc<dyn Store>>,
     tools: Vec<(Family, Box<dyn Tool>)>,
     defs: Vec<ToolDef>,
     by_name: HashMap<&'static str, usize>,
@@ -267,11 +289,11 @@ impl Registry {
         Registry::with_families(workspace, &[Family::Openspec], None)
     }
 
-    /// The tools of `families`; `store` serves the todo family.
+    /// The tools of `families`; `store` serves the todo and memory families.
     pub fn with_families(
         workspace: Workspace,
         families: &[Family],
-        store: Option<Arc<dyn TaskStore>>,
+        store: Option<Arc<dyn Store>>,
     ) -> Registry {
         let tools: Vec<(Family, Box<dyn Tool>)> = all_tools()
             .into_iter()
@@ -292,7 +314,7 @@ impl Registry {
         &self.workspace
     }
 
-    pub fn store(&self) -> Option<&Arc<dyn TaskStore>> {
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
         self.store.as_ref()
     }
 
@@ -305,6 +327,18 @@ impl Registry {
 
     pub fn list(&self) -> &[ToolDef] {
         &self.defs
+    }
+
+    /// The families served, in registry order, each with its tools (for `/servers`).
+    pub fn families(&self) -> Vec<(Family, Vec<&ToolDef>)> {
+        let mut out: Vec<(Family, Vec<&ToolDef>)> = Vec::new();
+        for ((family, _), def) in self.tools.iter().zip(&self.defs) {
+            match out.iter_mut().find(|(f, _)| f == family) {
+                Some((_, defs)) => defs.push(def),
+                None => out.push((*family, vec![def])),
+            }
+        }
+        out
     }
 
     pub fn get(&self, name: &str) -> Option<&ToolDef> {

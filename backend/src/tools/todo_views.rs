@@ -76,8 +76,19 @@ pub fn task_id(input: &Input, field: &str) -> Result<String, ToolError> {
         })
 }
 
+/// PostgreSQL text cannot hold U+0000: refused for every store alike.
+fn no_nul(field: &str, s: &str) -> Result<(), ToolError> {
+    if s.contains('\0') {
+        return Err(ToolError::invalid_input(format!(
+            "input.{field}: must not contain NUL (U+0000)"
+        )));
+    }
+    Ok(())
+}
+
 pub fn title(input: &Input, field: &str) -> Result<String, ToolError> {
     let t = input.str(field)?.trim();
+    no_nul(field, t)?;
     if t.is_empty() {
         return Err(ToolError::invalid_input(format!(
             "input.{field}: must not be empty"
@@ -95,6 +106,7 @@ pub fn description(input: &Input, field: &str) -> Result<Option<String>, ToolErr
     let Some(d) = input.opt_str(field)? else {
         return Ok(None);
     };
+    no_nul(field, d)?;
     if d.chars().count() > DESCRIPTION_MAX {
         return Err(ToolError::invalid_input(format!(
             "input.{field}: longer than {DESCRIPTION_MAX} characters"
