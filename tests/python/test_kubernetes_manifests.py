@@ -10,6 +10,11 @@
    CPU and memory; PDBs that select pods that exist.
 3. The gateway.toml in the ConfigMaps parses as TOML and passes the real `gateway -t` (with a
    throw-away self-signed certificate in place of the Secret).
+4. The optional stores in extras/ (PostgreSQL, Redis): kept out of the kustomization, run as the
+   user their image declares, probed the way the image's HEALTHCHECK is, reached through the
+   Services the documented URLs name, by the backend pods only; the *.patch.yaml files (not
+   manifests) merged into the Deployments they patch validate strictly, and every variable a
+   backend container is given is one `backend --help` lists.
 """
 
 from __future__ import annotations
@@ -33,8 +38,16 @@ K8S = REPO / "deploy" / "kubernetes"
 # is 1.32 too). The features used (autoscaling/v2, policy/v1, CronJob timeZone) are in it.
 K8S_VERSION = "1.32.0"
 IMAGE_USER = 1001
+# The user (uid = gid) of each image the manifests run, as its Containerfile's USER says.
+IMAGE_USERS = {"mcp-gateway": IMAGE_USER, "mcp-postgres": 999, "mcp-redis": 999}
+CONTAINERFILES = {"mcp-gateway": REPO / "Dockerfile",
+                  "mcp-postgres": REPO / "deploy" / "postgres" / "Containerfile",
+                  "mcp-redis": REPO / "deploy" / "redis" / "Containerfile"}
 
-ALL_FILES = sorted(K8S.rglob("*.yaml"))
+# Strategic merge patches (kubectl patch --patch-file) are not manifests: section 4 merges them
+# into what they patch and validates that.
+PATCHES = sorted(K8S.rglob("*.patch.yaml"))
+ALL_FILES = sorted(set(K8S.rglob("*.yaml")) - set(PATCHES))
 
 
 def load(path: Path) -> list[dict]:
@@ -53,7 +66,7 @@ def kustomization_resources(directory: Path) -> list[dict]:
 
 BASE = kustomization_resources(K8S)
 CANARY = kustomization_resources(K8S / "canary")
-EXTRAS = [d for p in sorted((K8S / "extras").glob("*.yaml")) for d in load(p)]
+EXTRAS = [d for p in sorted((K8S / "extras").glob("*.yaml")) if p not in PATCHES for d in load(p)]
 
 
 def find(docs: list[dict], kind: str, name: str) -> dict:
@@ -111,6 +124,10 @@ def env(container: dict) -> dict[str, str]:
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
+
+
+def image_name(container: dict) -> str:
+    return container["image"].rsplit(":", 1)[0]
 
 
 # --- 1. schemas -----------------------------------------------------------------------------
@@ -179,21 +196,24 @@ def test_kustomize_builds_and_the_output_validates(directory: str):
                                            pod_templates(BASE + CANARY + EXTRAS)])
 def test_every_pod_runs_non_root_read_only_with_nothing_extra(name: str, template: dict):
     spec = template["spec"]
+    images = {image_name(c) for c in spec.get("initContainers", []) + spec["containers"]}
+    assert len(images) == 1 and images <= set(IMAGE_USERS), (name, images)
+    user = IMAGE_USERS[images.pop()]
     pod = spec["securityContext"]
     assert pod["runAsNonRoot"] is True, name
-    assert (pod["runAsUser"], pod["runAsGroup"], pod["fsGroup"]) == (IMAGE_USER,) * 3, name
+    assert (pod["runAsUser"], pod["runAsGroup"], pod["fsGroup"]) == (user,) * 3, name
     assert pod["seccompProfile"]["type"] == "RuntimeDefault", name
     assert spec["automountServiceAccountToken"] is False, name
     assert not spec.get("hostNetwork") and not spec.get("hostPID"), name
     for c in spec.get("initContainers", []) + spec["containers"]:
         sc = c["securityContext"]
         assert sc["runAsNonRoot"] is True, (name, c["name"])
-        assert sc["runAsUser"] == IMAGE_USER and sc["runAsGroup"] == IMAGE_USER, (name, c["name"])
+        assert sc["runAsUser"] == user and sc["runAsGroup"] == user, (name, c["name"])
         assert sc["readOnlyRootFilesystem"] is True, (name, c["name"])
         assert sc["allowPrivilegeEscalation"] is False, (name, c["name"])
         assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add")
         assert sc["seccompProfile"]["type"] == "RuntimeDefault", (name, c["name"])
-        assert c["image"].startswith("mcp-gateway:"), (name, c["image"])
+        assert image_name(c) in IMAGE_USERS, (name, c["image"])
         assert "command" not in c, f"{name}: the image's ENTRYPOINT (tini + script) must stay"
         for kind in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(c["resources"][kind]), (name, c["name"], kind)
@@ -451,3 +471,245 @@ def test_canary_config_is_the_base_config_plus_the_split():
             del route["split"]
             route["pool"] = "backend"
     assert canary == base
+
+
+# --- 4. the optional stores (extras/postgres.yaml, extras/redis.yaml, the patches) ------------
+
+STORES_SECRET = "mcp-stores"
+README = K8S / "README.md"
+# (patch file, Deployment it patches, the docs that Deployment is in)
+STORE_PATCHES = [
+    ("backend-stores.patch.yaml", "backend", "base"),
+    ("backend-canary-stores.patch.yaml", "backend-canary", "canary"),
+]
+
+
+def strategic_merge(target: dict, patch: dict) -> dict:
+    """kubectl patch's strategic merge for what the store patches touch: maps merge
+    recursively, containers merge by name, env entries by name (the patch's first)."""
+    out = copy.deepcopy(target)
+    for key, value in patch.items():
+        if key in ("containers", "env") and isinstance(value, list):
+            current = {item["name"]: item for item in out.get(key, [])}
+            merged = []
+            for item in value:
+                base = current.pop(item["name"], None)
+                merged.append(strategic_merge(base, item) if base and key == "containers" else item)
+            out[key] = merged + [i for i in out.get(key, []) if i["name"] in current]
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = strategic_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def patched(patch_file: str, deployment: str, docs: str) -> dict:
+    (patch,) = load(K8S / "extras" / patch_file)
+    return strategic_merge(find({"base": BASE, "canary": CANARY}[docs], "Deployment", deployment), patch)
+
+
+@pytest.fixture(scope="module")
+def backend_variables() -> set[str]:
+    binary = TARGET / "release" / "backend"
+    assert binary.exists(), f"{binary} is missing: run `cargo build --release --workspace --bins`"
+    out = subprocess.run([str(binary), "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    names = set(re.findall(r"(?m)^  ([A-Z][A-Z0-9_]+)(?=\s|$)", out.stdout))
+    assert {"AUTH_TOKENS", "DATABASE_URL", "REDIS_URL", "TOOLS"} <= names, names
+    return names
+
+
+def test_the_stores_are_extras_only():
+    """Off by default: nothing of them in the base or the canary's kustomization."""
+    for docs in (BASE, CANARY):
+        assert not [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component")
+                    in ("postgres", "redis")]
+        for d in deployments(docs):
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                assert not {"DATABASE_URL", "REDIS_URL"} & set(env(c)), d["metadata"]["name"]
+    for directory in (K8S, K8S / "canary"):
+        listed = " ".join(load(directory / "kustomization.yaml")[0]["resources"])
+        assert "postgres" not in listed and "redis" not in listed and "patch" not in listed
+
+
+@pytest.mark.parametrize("image", sorted(IMAGE_USERS))
+def test_manifests_run_each_image_as_the_user_its_containerfile_declares(image):
+    users = re.findall(r"(?m)^USER\s+(\S+)", CONTAINERFILES[image].read_text())
+    assert users and users[-1] == f"{IMAGE_USERS[image]}:{IMAGE_USERS[image]}", (image, users)
+
+
+@pytest.mark.parametrize("patch_file,deployment,docs", STORE_PATCHES)
+def test_store_patches_merge_into_the_backends_and_validate(patch_file, deployment, docs,
+                                                             backend_variables):
+    dep = patched(patch_file, deployment, docs)
+    validate_strictly(dep, f"{patch_file} merged into Deployment/{deployment}")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["name"] == deployment and c["image"], "the patch names the Deployment's container"
+    by_name = {e["name"]: e for e in c["env"]}
+    assert len(by_name) == len(c["env"]), "no variable twice"
+    for var in ("DATABASE_URL", "REDIS_URL"):
+        assert by_name[var]["valueFrom"]["secretKeyRef"] == {"name": STORES_SECRET, "key": var}
+    assert {"todo", "memory"} <= set(by_name["TOOLS"]["value"].split(","))
+    assert "openspec" in by_name["TOOLS"]["value"].split(","), "the OpenSpec tools stay"
+    # What the base said is still there.
+    before = find({"base": BASE, "canary": CANARY}[docs], "Deployment", deployment)
+    (old,) = before["spec"]["template"]["spec"]["containers"]
+    assert env(old).items() <= env(c).items()
+    # Pool size x the HPA's maximum stays under PostgreSQL's default max_connections (100).
+    hpa = [h for h in BASE if h["kind"] == "HorizontalPodAutoscaler"
+           and h["spec"]["scaleTargetRef"]["name"] == deployment]
+    replicas = hpa[0]["spec"]["maxReplicas"] if hpa else dep["spec"]["replicas"]
+    assert int(by_name["DATABASE_POOL_SIZE"]["value"]) * replicas < 100
+
+
+def test_the_two_store_patches_differ_only_in_the_container_name():
+    def body(name: str) -> str:
+        return "\n".join(l for l in (K8S / "extras" / name).read_text().splitlines()
+                         if not l.startswith("#"))
+    base, canary = (body(p) for p, _, _ in STORE_PATCHES)
+    assert canary == base.replace("- name: backend\n", "- name: backend-canary\n", 1)
+    assert canary != base
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+@pytest.mark.parametrize("patch_file,deployment,docs", STORE_PATCHES)
+def test_kubectl_patch_gives_the_same_result(patch_file, deployment, docs, tmp_path):
+    """The merge above is what `kubectl patch` does (offline: --local)."""
+    target = tmp_path / "deployment.yaml"
+    target.write_text(yaml.safe_dump(find({"base": BASE, "canary": CANARY}[docs], "Deployment",
+                                          deployment)))
+    out = subprocess.run(["kubectl", "patch", "--local", "-f", str(target), "--patch-file",
+                          str(K8S / "extras" / patch_file), "-o", "yaml"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(out.stdout) == patched(patch_file, deployment, docs)
+
+
+def test_every_backend_variable_is_one_backend_help_lists(backend_variables):
+    """Variables of containers that run the backend (server, backup, restore), with the
+    patches applied: a misspelt name would be silently ignored. Names the pod spec or a shell
+    script itself uses ($(NAME), $NAME) are not the backend's."""
+    docs = BASE + CANARY + EXTRAS + [patched(*p) for p in STORE_PATCHES]
+    checked = 0
+    for name, template in pod_templates(docs):
+        for c in template["spec"]["containers"]:
+            args = " ".join(c.get("args", []))
+            if image_name(c) != "mcp-gateway" or not re.search(r"(^|\s)backend(\s|$)", args):
+                continue
+            for var in env(c):
+                if re.search(rf"\$\(?\{{?{var}\b", args):
+                    continue
+                assert var in backend_variables, f"{name}: {var} is not in `backend --help`"
+                checked += 1
+    assert checked > 20
+
+
+def test_postgres_statefulset_claim_probes_and_secret():
+    sts = find(EXTRAS, "StatefulSet", "postgres")
+    spec = sts["spec"]
+    assert spec["replicas"] == 1
+    svc = find(EXTRAS, "Service", spec["serviceName"])
+    assert svc["spec"]["clusterIP"] == "None", "the StatefulSet's governing Service is headless"
+    pod = spec["template"]["spec"]
+    assert selects(svc["spec"]["selector"], spec["template"]["metadata"]["labels"])
+    assert selects(spec["selector"]["matchLabels"], spec["template"]["metadata"]["labels"])
+    (c,) = pod["containers"]
+    assert c["args"] == ["postgres"]
+    (port,) = svc["spec"]["ports"]
+    assert port["port"] == 5432 and container_port(c, port["targetPort"]) == 5432
+    e = {x["name"]: x for x in c["env"]}
+    assert e["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": STORES_SECRET,
+                                                                   "key": "POSTGRES_PASSWORD"}
+    # PGDATA a directory below the claim's mount, which the claim template provides
+    (claim,) = spec["volumeClaimTemplates"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    pgdata = Path(e["PGDATA"]["value"])
+    assert mounts[str(pgdata.parent)] == claim["metadata"]["name"]
+    assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    # the socket directory on an emptyDir (read-only root)
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in vols[mounts["/var/run/postgresql"]]
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain",
+                                                            "whenScaled": "Retain"}
+
+
+@pytest.mark.parametrize("kind,name,image", [("StatefulSet", "postgres", "mcp-postgres"),
+                                             ("Deployment", "redis", "mcp-redis")])
+def test_store_probes_are_the_images_healthcheck(kind, name, image):
+    healthcheck = re.search(r'(?s)HEALTHCHECK .*?CMD (\[.*?\])', CONTAINERFILES[image].read_text())
+    expected = yaml.safe_load(healthcheck[1])
+    (c,) = find(EXTRAS, kind, name)["spec"]["template"]["spec"]["containers"]
+    assert image_name(c) == image
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["exec"]["command"] == expected, (name, probe)
+    for kind_ in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(c["resources"][kind_])
+
+
+def test_redis_deployment_is_one_pod_behind_its_service():
+    dep = find(EXTRAS, "Deployment", "redis")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["args"][0] == "redis-server"
+    e = {x["name"]: x for x in c["env"]}
+    assert e["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": STORES_SECRET,
+                                                                "key": "REDIS_PASSWORD"}
+    svc = find(EXTRAS, "Service", "redis")
+    assert selects(svc["spec"]["selector"], dep["spec"]["template"]["metadata"]["labels"])
+    (port,) = svc["spec"]["ports"]
+    assert port["port"] == 6379 and container_port(c, port["targetPort"]) == 6379
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert "/data" in mounts
+
+
+def test_the_documented_urls_name_the_store_services():
+    """README's `create secret` names hosts and ports: Services of extras/ with those ports."""
+    block = re.search(rf"create secret generic {STORES_SECRET}((?:.*\\\n)*.*)", README.read_text())
+    assert block, f"README.md: no `kubectl create secret generic {STORES_SECRET}`"
+    text = block[1]
+    urls = dict(re.findall(r'--from-literal=(DATABASE_URL|REDIS_URL)="([^"]+)"', text))
+    assert set(urls) == {"DATABASE_URL", "REDIS_URL"}, urls
+    for var, scheme, service in (("DATABASE_URL", "postgres", "postgres"),
+                                 ("REDIS_URL", "redis", "redis")):
+        m = re.fullmatch(rf"{scheme}://[^@]*@([a-z0-9-]+):(\d+)/\w+(\?.*)?", urls[var])
+        assert m, urls[var]
+        svc = find(EXTRAS, "Service", m[1])
+        assert m[1] == service and int(m[2]) in [p["port"] for p in svc["spec"]["ports"]]
+    keys = set(re.findall(r"--from-literal=([A-Z_]+)=", text))
+    used = set()
+    for _, template in pod_templates(EXTRAS + [patched(*p) for p in STORE_PATCHES]):
+        for c in template["spec"]["containers"]:
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef", {})
+                if ref.get("name") == STORES_SECRET:
+                    used.add(ref["key"])
+    assert used == keys, "the Secret README creates holds exactly the keys the pods read"
+
+
+def test_network_policies_admit_the_backend_pods_only():
+    backends = [find(BASE, "Deployment", "backend"), find(CANARY, "Deployment", "backend-canary")]
+    others = [find(BASE, "Deployment", "gateway")]
+
+    def matches(selector: dict, labels: dict) -> bool:
+        ok = selects(selector.get("matchLabels", {}), labels)
+        for expr in selector.get("matchExpressions", []):
+            assert expr["operator"] == "In"
+            ok = ok and labels.get(expr["key"]) in expr["values"]
+        return ok
+
+    for name, kind in (("postgres", "StatefulSet"), ("redis", "Deployment")):
+        policy = find(EXTRAS, "NetworkPolicy", name)["spec"]
+        workload = find(EXTRAS, kind, name)
+        assert selects(policy["podSelector"]["matchLabels"],
+                       workload["spec"]["template"]["metadata"]["labels"])
+        assert policy["policyTypes"] == ["Ingress"]
+        (rule,) = policy["ingress"]
+        (peer,) = rule["from"]
+        for d in backends:
+            assert matches(peer["podSelector"], d["spec"]["template"]["metadata"]["labels"]), name
+        for d in others:
+            assert not matches(peer["podSelector"], d["spec"]["template"]["metadata"]["labels"]), name
+        (c,) = workload["spec"]["template"]["spec"]["containers"]
+        (port,) = rule["ports"]
+        container_port(c, port["port"])
