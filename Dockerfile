@@ -18,6 +18,10 @@ COPY Cargo.toml Cargo.lock ./
 COPY gateway gateway
 COPY backend backend
 COPY tests tests
+# Pingora's proxy crate with the workspace's patch, and the benchmarks' baseline (a workspace
+# member, so the manifest must find it).
+COPY vendor vendor
+COPY bench/bare-pingora bench/bare-pingora
 RUN cargo build --release --locked -p gateway -p backend \
     && mkdir -p target/image \
     && strip -o target/image/gateway target/release/gateway \

@@ -23,14 +23,14 @@ use crate::shutdown::Signals;
 use crate::state::{Shared, State};
 use crate::upstream::maintenance::Maintenance;
 
-/// Client-side write buffer. Pingora's default (1460 bytes, one segment) sends a response's
-/// header and a body of a few KB in two syscalls and two packets; 16 KiB coalesces a typical
-/// tool result into one. Streams are unaffected: Pingora flushes chunked and close-delimited
-/// bodies after every write, and only buffers bodies of known length until complete.
-const CLIENT_WRITE_BUFFER: usize = 16 * 1024;
-
+/// Pingora's L4 buffers under client connections: none. Both are allocated at accept and kept
+/// for the connection's life (64 KiB to read, the asked size to write), which made an idle
+/// keep-alive connection cost about 100 KB. Reads go straight into the HTTP parser's buffer
+/// (and, over TLS, OpenSSL's own read-ahead buffer, released when idle: see `edge::tls`);
+/// writes are coalesced by `edge::conn::ClientConn`, whose buffer exists only while a response
+/// is being written.
 fn client_buffers() -> L4BufferSettings {
-    L4BufferSettings::default().write(CLIENT_WRITE_BUFFER)
+    L4BufferSettings::unbuffered()
 }
 
 fn server_conf(cfg: &Config, cli: &Cli) -> ServerConf {
@@ -89,6 +89,20 @@ pub fn run(cfg: Config, cli: &Cli) -> Result<(), String> {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
+    }
+    match crate::edge::fd_limit::apply(cfg.server.worker_rlimit_nofile) {
+        Ok(o) => {
+            if let Some(w) = &o.warning {
+                log::warn!("{w}");
+            }
+            log::info!(
+                "open files limit {} (was {}): client connections plus upstream connections \
+                 fit under it",
+                o.now,
+                o.before
+            );
+        }
+        Err(e) => log::warn!("cannot set the open files limit (worker_rlimit_nofile): {e}"),
     }
     access_log::ACCESS.init(&cfg.server.access_log)?;
     access_log::AUDIT.init(&cfg.server.audit_log)?;

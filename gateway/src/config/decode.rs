@@ -181,10 +181,14 @@ fn server(ctx: &mut Ctx, v: &toml::Value) -> Option<Server> {
         "audit_log",
         "error_log",
         "error_log_level",
+        "worker_rlimit_nofile",
     ];
     let s = Section::new(&mut ctx.errs, "server".into(), v, &allowed)?;
     let e = &mut ctx.errs;
     let threads = s.int_or(e, "threads", d::THREADS, 1, 1024) as usize;
+    let worker_rlimit_nofile = s
+        .has("worker_rlimit_nofile")
+        .then(|| s.int_or(e, "worker_rlimit_nofile", 0, 64, 16 * 1024 * 1024));
     let grace_period = s.duration_or(e, "grace_period", d::GRACE_PERIOD);
     let pid_file = s.str_or(e, "pid_file", d::PID_FILE);
     let upgrade_sock = s.str_or(e, "upgrade_sock", d::UPGRADE_SOCK);
@@ -238,6 +242,7 @@ fn server(ctx: &mut Ctx, v: &toml::Value) -> Option<Server> {
         audit_log,
         error_log,
         error_log_level,
+        worker_rlimit_nofile,
     })
 }
 

@@ -62,6 +62,10 @@ pub struct Server {
     /// Level for the program's own log lines. Default info. (`RUST_LOG`, if set, may still win:
     /// that is the runtime's choice.)
     pub error_log_level: log::LevelFilter,
+    /// nginx's `worker_rlimit_nofile`: the open-file limit set at start-up. `None`: raised to
+    /// the hard limit, so the connections the gateway holds are bounded by the hard limit
+    /// (each client connection is one descriptor, each upstream connection another).
+    pub worker_rlimit_nofile: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

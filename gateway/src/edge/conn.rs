@@ -12,6 +12,12 @@
 //! `client_body_timeout` and `send_timeout`), and [`ClientConn::request_done`] at its end.
 //! HTTP/2 connections pass through unclocked: their idle timeout is Pingora's `h2_idle_timeout`.
 //!
+//! It also holds the connection's write buffer, allocated when a response is written and given
+//! back when it has been flushed: a response header and a body of a few KB leave in one write
+//! (one TLS record over HTTPS), and an idle or half-sent connection holds no buffer at all.
+//! (Pingora's own L4 buffers are allocated at accept for the connection's whole life, 64 KiB
+//! to read and what we asked to write, so they are turned off: see `server::client_buffers`.)
+//!
 //! On close it also keeps a TLS session resumable: OpenSSL drops a session from the server's
 //! cache when the connection is freed without a close_notify having been sent, which is how
 //! most clients' connections end (they hang up first). nginx marks the shutdown done before it
@@ -57,7 +63,15 @@ pub struct ClientConn {
     between_requests: bool,
     /// Armed only when a read has to wait, so a request that arrives in one read costs no timer.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Bytes written but not yet sent, `wbuf[wsent..]`; no allocation between responses.
+    wbuf: Vec<u8>,
+    wsent: usize,
 }
+
+/// The write buffer's size: a response header and a body of a few KB coalesce into one write,
+/// and with TLS into one record (16 KiB is TLS's largest). Pingora flushes chunked and
+/// close-delimited bodies after every write, so streamed events are never held back.
+pub const WRITE_BUFFER: usize = 16 * 1024;
 
 impl ClientConn {
     pub fn new(inner: Stream, header_timeout: Duration, keepalive_timeout: Duration) -> Self {
@@ -70,7 +84,41 @@ impl ClientConn {
             deadline: (!h2).then(|| Instant::now() + header_timeout),
             between_requests: false,
             timer: None,
+            wbuf: Vec::new(),
+            wsent: 0,
         }
+    }
+
+    /// Sends what the write buffer holds; then gives its memory back.
+    fn poll_send_buffer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.wsent < self.wbuf.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.wbuf[self.wsent..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "client connection closed while writing",
+                    )))
+                }
+                Poll::Ready(Ok(n)) => self.wsent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.wbuf = Vec::new();
+        self.wsent = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Takes `len` bytes into the buffer when they fit in it; false when they must be sent
+    /// (after what the buffer holds) straight to the connection.
+    fn buffers(&mut self, len: usize) -> bool {
+        if self.wbuf.len() + len > WRITE_BUFFER {
+            return false;
+        }
+        if self.wbuf.capacity() == 0 {
+            self.wbuf.reserve_exact(WRITE_BUFFER);
+        }
+        true
     }
 
     /// The clocked connection under an HTTP/1.x session (None for HTTP/2).
@@ -192,21 +240,37 @@ impl AsyncRead for ClientConn {
     }
 }
 
+// Buffered like tokio's BufWriter, except that the buffer exists only between the first write
+// of a response and the flush that sends it.
 impl AsyncWrite for ClientConn {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.buffers(buf.len()) {
+            this.wbuf.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        std::task::ready!(this.poll_send_buffer(cx))?;
+        if this.buffers(buf.len()) {
+            this.wbuf.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.poll_send_buffer(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.poll_send_buffer(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -214,11 +278,22 @@ impl AsyncWrite for ClientConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if !this.buffers(total) {
+            std::task::ready!(this.poll_send_buffer(cx))?;
+            if !this.buffers(total) {
+                return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+            }
+        }
+        for b in bufs {
+            this.wbuf.extend_from_slice(b);
+        }
+        Poll::Ready(Ok(total))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        true
     }
 }
 
@@ -236,6 +311,8 @@ impl Drop for ClientConn {
 #[async_trait]
 impl Shutdown for ClientConn {
     async fn shutdown(&mut self) {
+        // What the proxy wrote last (an error response before a close) leaves first.
+        let _ = tokio::io::AsyncWriteExt::flush(self).await;
         self.inner.shutdown().await
     }
 }

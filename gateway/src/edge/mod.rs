@@ -6,6 +6,7 @@ pub mod certs;
 pub mod compress;
 pub mod conn;
 pub mod errors;
+pub mod fd_limit;
 pub mod headers;
 pub mod path;
 pub mod real_ip;
