@@ -17,7 +17,7 @@ use super::{
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 /// Idle connections kept for reuse.
@@ -67,6 +67,52 @@ pub struct SqliteStore {
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
     migrated: AtomicBool,
+    writers: WriterGate,
+}
+
+/// One writer of this process at a time. SQLite allows one writer per database anyway; a
+/// writer that finds the lock taken sleeps in its busy handler (1, 2, 5, 10, ... 100 ms), so
+/// with a dozen concurrent writes the last ones waited tens of milliseconds for nothing. Here
+/// they queue and each starts the moment the previous one commits. The wait is bounded by the
+/// busy timeout; past it the write goes ahead and SQLite's own locking decides (writers of
+/// other replicas are only ordered by that).
+struct WriterGate {
+    busy: Mutex<bool>,
+    freed: Condvar,
+}
+
+struct WriterTurn<'a>(&'a WriterGate);
+
+impl WriterGate {
+    fn new() -> WriterGate {
+        WriterGate {
+            busy: Mutex::new(false),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Waits up to `limit` for the turn; `None` past it (write anyway).
+    fn enter(&self, limit: Duration) -> Option<WriterTurn<'_>> {
+        let guard = self.busy.lock().ok()?;
+        let (mut busy, _) = self
+            .freed
+            .wait_timeout_while(guard, limit, |busy| *busy)
+            .ok()?;
+        if *busy {
+            return None;
+        }
+        *busy = true;
+        Some(WriterTurn(self))
+    }
+}
+
+impl Drop for WriterTurn<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.0.busy.lock() {
+            *busy = false;
+        }
+        self.0.freed.notify_one();
+    }
 }
 
 impl SqliteStore {
@@ -77,6 +123,7 @@ impl SqliteStore {
             busy_timeout,
             idle: Mutex::new(Vec::new()),
             migrated: AtomicBool::new(false),
+            writers: WriterGate::new(),
         }
     }
 
@@ -115,6 +162,15 @@ impl SqliteStore {
             self.migrated.store(true, Ordering::Release);
         }
         Ok(conn)
+    }
+
+    /// [`Self::with`] for a call that writes: in its turn among this process's writers.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        let _turn = self.writers.enter(self.busy_timeout);
+        self.with(f)
     }
 
     /// Runs `f` on a pooled connection; a connection whose call failed is not kept.
@@ -280,7 +336,7 @@ impl TaskStore for SqliteStore {
 
     fn create(&self, owner: &str, new: &NewTask) -> Result<Task, StoreError> {
         let task = Task::new(owner, new);
-        self.with(|conn| {
+        self.write(|conn| {
             conn.prepare_cached(&format!(
                 "INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, 1)"
             ))?
@@ -305,7 +361,7 @@ impl TaskStore for SqliteStore {
         expected_version: Option<i64>,
     ) -> Result<Task, StoreError> {
         let at = now();
-        self.with(|conn| {
+        self.write(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // One statement: each field either kept or set, the version bumped once; the
             // version predicate is the compare-and-set.
@@ -353,7 +409,7 @@ impl TaskStore for SqliteStore {
 
     fn complete(&self, owner: &str, id: &str) -> Result<(Task, bool), StoreError> {
         let at = now();
-        self.with(|conn| {
+        self.write(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let updated = tx
                 .prepare_cached(&format!(
@@ -380,7 +436,7 @@ impl TaskStore for SqliteStore {
     }
 
     fn delete(&self, owner: &str, id: &str) -> Result<(), StoreError> {
-        self.with(|conn| {
+        self.write(|conn| {
             let n = conn
                 .prepare_cached("DELETE FROM tasks WHERE id = ?1 AND owner = ?2")?
                 .execute(params![id, owner])?;
@@ -399,7 +455,7 @@ impl MemoryStore for SqliteStore {
         let at = stamp(at_time);
         let expires_at = new.ttl.map(|ttl| expiry(at_time, ttl));
         let tags = serde_json::to_string(&new.tags).unwrap_or_else(|_| "[]".into());
-        self.with(|conn| {
+        self.write(|conn| {
             // Expired memories of anyone go here (the partial index finds them cheaply), so
             // they never pile up.
             conn.prepare_cached(
@@ -472,7 +528,7 @@ impl MemoryStore for SqliteStore {
 
     fn forget(&self, owner: &str, key: &str) -> Result<(), StoreError> {
         let at = now();
-        self.with(|conn| {
+        self.write(|conn| {
             let n = conn
                 .prepare_cached(
                     "DELETE FROM memories WHERE owner = ?1 AND key = ?2
@@ -490,5 +546,29 @@ impl MemoryStore for SqliteStore {
                 Ok(())
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::WriterGate;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn one_turn_at_a_time_and_a_bounded_wait() {
+        let gate = Arc::new(WriterGate::new());
+        let turn = gate.enter(Duration::from_secs(1)).expect("a free gate");
+        let started = Instant::now();
+        assert!(gate.enter(Duration::from_millis(50)).is_none(), "taken");
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        let waiter = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.enter(Duration::from_secs(5)).is_some())
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        drop(turn);
+        assert!(waiter.join().unwrap(), "handed over when freed");
+        assert!(gate.enter(Duration::ZERO).is_some(), "free again");
     }
 }
