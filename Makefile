@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test test-containers build image compose-up compose-down lint bench bench-backend bench-gateway bench-store bench-containers setup clean-run
+.PHONY: run test test-containers build image compose-up compose-down lint bench bench-backend bench-gateway bench-store bench-containers bench-cost bench-connections setup clean-run
 
 build:
 	bash scripts/setup.sh run
@@ -65,6 +65,18 @@ bench-store:
 	bash scripts/setup.sh bench
 	$(CARGO) build --release --workspace --bins
 	bash bench/store.sh
+
+# Instructions per request under callgrind: gateway vs bare Pingora vs nginx (bench/cost.py).
+bench-cost:
+	bash scripts/setup.sh bench
+	$(CARGO) build --release --workspace --bins
+	bash bench/cost.sh
+
+# Memory per connection: 10,000 idle / half-sent / TLS connections, gateway vs nginx.
+bench-connections:
+	bash scripts/setup.sh bench
+	$(CARGO) build --release --workspace --bins
+	python3 bench/connections.py
 
 clean-run:
 	rm -rf run

@@ -1,14 +1,24 @@
 #!/usr/bin/env python3
-"""Gateway vs nginx vs direct, measured side by side in one run.
+"""Gateway vs nginx vs bare Pingora vs direct, measured side by side in one run.
 
 Starts two backend replicas, the gateway, and nginx (Debian's package) with
 the equivalent configuration (least_conn over the same replicas, upstream
-keep-alive, the same security headers, access log on), then drives each with
-  * wrk over HTTP/1.1 keep-alive (plain HTTP, the same on all three), and
+keep-alive, the same security headers, access log on), bare Pingora
+(bench/bare-pingora: Pingora's proxy with only `upstream_peer`, to the first
+replica), then drives each with
+  * wrk over HTTP/1.1 keep-alive (plain HTTP, the same on all of them), and
   * h2load over HTTPS with HTTP/2 (gateway and nginx; TLS terminated there),
-sending MCP `tools/call change.open` requests. Prints requests/s, p50/p99,
-CPU seconds per 10k requests of the proxy process(es), and the ratios
-gateway/nginx and gateway/direct.
+sending MCP `tools/call change.open` requests. Every target runs --rounds
+times (default 3), interleaved: each round runs every target once in turn, the
+order rotated by one per round. Prints the median requests/s, p50/p99, CPU
+seconds per 10k requests of the proxy process(es), the spread over the rounds,
+and the ratios gateway/nginx, gateway/bare Pingora and gateway/direct.
+
+Errors are non-2xx answers plus socket errors and timeouts (wrk's connect,
+read, write and timeout counts; h2load's errored requests): wrk leaves a
+timed-out request out of its latency figures, so a proxy that stalls requests
+would otherwise look faster. A row with any error is marked with "!", and the
+run exits with status 1.
 
 The cost of MCP awareness is measured in the same run, against the same backends: two more
 gateway processes with the plain gateway's configuration plus
@@ -19,7 +29,8 @@ gateway processes with the plain gateway's configuration plus
 each printed as a ratio to the plain gateway (the aim: within 5%).
 
 Everything listens on 127.0.0.1 free ports and is stopped by pid at the end.
-Usage: bench/gateway.sh [--duration S] [--connections N] [--quick]
+Usage: bench/gateway.sh [--duration S] [--connections N] [--rounds N] [--quick]
+                        [--compare-gateway BIN]
 """
 
 from __future__ import annotations
@@ -329,7 +340,7 @@ def mcp_counts(admin_port: int) -> dict[str, float]:
 
 
 def parse_wrk(out: str) -> dict:
-    res = {}
+    res = {"non2xx": 0, "socket_errors": 0, "socket_detail": ""}
     for line in out.splitlines():
         s = line.split()
         if line.startswith("Requests/sec:"):
@@ -341,7 +352,10 @@ def parse_wrk(out: str) -> dict:
         elif line.strip().startswith("Non-2xx"):
             res["non2xx"] = int(s[-1])
         elif line.strip().startswith("Socket errors"):
-            res["socket_errors"] = line.strip()
+            # "Socket errors: connect 0, read 0, write 0, timeout 0"
+            counts = dict(part.split() for part in line.split(":", 1)[1].split(","))
+            res["socket_errors"] = sum(int(v) for v in counts.values())
+            res["socket_detail"] = ", ".join(f"{k} {v}" for k, v in counts.items() if int(v))
     return res
 
 
@@ -386,22 +400,69 @@ def run_h2load(url: str, body: Path, duration: int, clients: int, streams: int, 
             rps = float(line.split(",")[1].split()[0])
     return {"rps": rps or len(times) / duration, "requests": len(times),
             "p50": times[len(times) // 2], "p99": times[min(len(times) - 1, int(len(times) * 0.99))],
-            "non2xx": len(times) - ok}
+            "non2xx": len(times) - ok, **h2load_errors(out)}
+
+
+def h2load_errors(out: str) -> dict:
+    """Requests h2load counts as errored (network level: connection or stream failures,
+    timeouts included), which its log file leaves out."""
+    for line in out.splitlines():
+        if line.startswith("requests:"):
+            counts = {}
+            for part in line.split(":", 1)[1].split(","):
+                n, what = part.split()
+                counts[what] = int(n)
+            errored, timeout = counts.get("errored", 0), counts.get("timeout", 0)
+            detail = f"errored {errored}" + (f" (timeout {timeout})" if timeout else "")
+            return {"socket_errors": errored, "socket_detail": detail if errored else ""}
+    raise RuntimeError(f"h2load output not understood:\n{out}")
+
+
+def summarize(rs: list[dict]) -> dict:
+    """Medians over the rounds of one target, the spread of req/s and p99 as (max - min) /
+    median, the errors summed and the other processes' CPU of the busiest round."""
+    def med(k):
+        return statistics.median(r[k] for r in rs)
+
+    def spread(k):
+        m = med(k)
+        return (max(r[k] for r in rs) - min(r[k] for r in rs)) / m if m else 0.0
+
+    non2xx = sum(r.get("non2xx", 0) for r in rs)
+    sock = sum(r.get("socket_errors", 0) for r in rs)
+    detail = [f"non-2xx {non2xx}"] if non2xx else []
+    detail += [f"round {i + 1}: {r['socket_detail']}" for i, r in enumerate(rs) if r.get("socket_detail")]
+    return {"rps": med("rps"), "rps_range": spread("rps"), "p50": med("p50"), "p99": med("p99"),
+            "p99_range": spread("p99"), "requests": sum(r["requests"] for r in rs),
+            "non2xx": non2xx, "socket_errors": sock, "errors": non2xx + sock,
+            "error_detail": "; ".join(detail),
+            "proxy_cpu_per_10k": med("proxy_cpu_per_10k"),
+            "backend_cpu_per_10k": med("backend_cpu_per_10k"),
+            "other_cpu": max(r["other_cpu"] for r in rs), "rounds": len(rs)}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--quick", action="store_true", help="2 s runs: a smoke run for CI")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="runs per target, interleaved (default 3; 1 with --quick)")
+    ap.add_argument("--quick", action="store_true", help="2 s runs, one round: a smoke run for CI")
     ap.add_argument("--compare-gateway", metavar="BIN",
                     help="another gateway binary (e.g. a build from before a change), measured "
                          "in the same run as target 'other'")
     args = ap.parse_args()
     dur = 2 if args.quick else args.duration
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    if rounds < 1:
+        ap.error("--rounds must be at least 1")
     for tool in ("wrk", "h2load", "nginx", "openssl"):
         if not shutil.which(tool):
             print(f"bench: {tool} is missing (bash scripts/setup.sh bench installs it)")
+            return 2
+    for b in ("backend", "gateway", "bare-pingora"):
+        if not (BIN / b).exists():
+            print(f"bench: {BIN / b} is missing: cargo build --release --workspace --bins")
             return 2
 
     tmp = Path(tempfile.mkdtemp(prefix="gwbench-"))
@@ -445,6 +506,12 @@ def main() -> int:
             wait_http(f"http://127.0.0.1:{v_admin}/readyz")
             variants[name] = (v_http, v_https, v_admin, v)
 
+        # Bare Pingora: the proxy path without any of the gateway's code, to one replica.
+        bp_http = free_port()
+        bp = stack.spawn("bare-pingora", [str(BIN / "bare-pingora"), f"127.0.0.1:{bp_http}",
+                                          f"127.0.0.1:{backends[0]}", "2"])
+        wait_http(f"http://127.0.0.1:{bp_http}/healthz")
+
         ng_http, ng_https = free_port(), free_port()
         ng_prefix = tmp / "nginx"
         ng_prefix.mkdir()
@@ -471,16 +538,18 @@ def main() -> int:
         targets = {
             "direct": (f"http://127.0.0.1:{backends[0]}/mcp", None),
             "nginx": (f"http://127.0.0.1:{ng_http}/mcp", f"https://127.0.0.1:{ng_https}/mcp"),
+            "bare-pingora": (f"http://127.0.0.1:{bp_http}/mcp", None),
             "gateway": (f"http://127.0.0.1:{gw_http}/mcp", f"https://127.0.0.1:{gw_https}/mcp"),
         }
-        proxy_pids = {"direct": [], "nginx": [ng.pid] + children(ng.pid), "gateway": [gw.pid]}
+        proxy_pids = {"direct": [], "nginx": [ng.pid] + children(ng.pid), "bare-pingora": [bp.pid],
+                      "gateway": [gw.pid]}
         if other is not None:
             targets["other"] = (f"http://127.0.0.1:{o_http}/mcp", f"https://127.0.0.1:{o_https}/mcp")
             proxy_pids["other"] = [other.pid]
         for name, (v_http, v_https, _, v) in variants.items():
             targets[name] = (f"http://127.0.0.1:{v_http}/mcp", f"https://127.0.0.1:{v_https}/mcp")
             proxy_pids[name] = [v.pid]
-        backend_pids = [p.pid for p in stack.procs[:2]]
+        backend_pids = [p.pid for p in stack.procs[:2]]  # spawned first
         all_pids = [p.pid for p in stack.procs] + children(ng.pid)
 
         # Every target answers the benchmark's request with a tools/call result, over both
@@ -500,46 +569,67 @@ def main() -> int:
         audit_log = tmp / "mcp-edge-access.log.audit.log"
         before = {name: mcp_counts(variants[name][2]) for name in MCP_VARIANTS}
         audit_before = audit_log.read_bytes().count(b"\n") if audit_log.exists() else 0
-        results: dict[tuple[str, str], dict] = {}
-        for proto in ("h1", "h2"):
-            for name, (h1, h2) in targets.items():
-                url = h1 if proto == "h1" else h2
-                if url is None:
-                    continue
-                c0, b0 = cpu_seconds(proxy_pids[name]), cpu_seconds(backend_pids)
-                s0, o0 = system_cpu_seconds(), cpu_seconds(all_pids) + load_generator_cpu_seconds()
-                if proto == "h1":
-                    r = run_wrk(url, lua, dur, args.connections)
-                else:
-                    r = run_h2load(url, body, dur, 8, 8, tmp / f"h2-{name}.log")
-                c1, b1 = cpu_seconds(proxy_pids[name]), cpu_seconds(backend_pids)
-                s1, o1 = system_cpu_seconds(), cpu_seconds(all_pids) + load_generator_cpu_seconds()
-                # CPU used meanwhile by processes that are not part of this benchmark.
-                r["other_cpu"] = max(0.0, (s1 - s0) - (o1 - o0)) / dur
-                n = max(r["requests"], 1)
-                r["proxy_cpu_per_10k"] = (c1 - c0) * 10_000 / n
-                r["backend_cpu_per_10k"] = (b1 - b0) * 10_000 / n
-                results[(proto, name)] = r
+        # Every target runs once per round, in turn (the order rotated by one each round), so a
+        # slow spell of the machine spreads over all of them instead of landing on one.
+        runs: dict[str, list[str]] = {
+            proto: [name for name, urls in targets.items() if urls[0 if proto == "h1" else 1]]
+            for proto in ("h1", "h2")}
+        samples: dict[tuple[str, str], list[dict]] = {
+            (proto, name): [] for proto, names in runs.items() for name in names}
+        for rnd in range(rounds):
+            for proto, names in runs.items():
+                k = rnd % len(names)
+                for name in names[k:] + names[:k]:
+                    url = targets[name][0 if proto == "h1" else 1]
+                    c0, b0 = cpu_seconds(proxy_pids[name]), cpu_seconds(backend_pids)
+                    s0, o0 = system_cpu_seconds(), cpu_seconds(all_pids) + load_generator_cpu_seconds()
+                    if proto == "h1":
+                        r = run_wrk(url, lua, dur, args.connections)
+                    else:
+                        r = run_h2load(url, body, dur, 8, 8, tmp / f"h2-{name}.log")
+                    c1, b1 = cpu_seconds(proxy_pids[name]), cpu_seconds(backend_pids)
+                    s1, o1 = system_cpu_seconds(), cpu_seconds(all_pids) + load_generator_cpu_seconds()
+                    # CPU used meanwhile by processes that are not part of this benchmark.
+                    r["other_cpu"] = max(0.0, (s1 - s0) - (o1 - o0)) / dur
+                    n = max(r["requests"], 1)
+                    r["proxy_cpu_per_10k"] = (c1 - c0) * 10_000 / n
+                    r["backend_cpu_per_10k"] = (b1 - b0) * 10_000 / n
+                    samples[(proto, name)].append(r)
+        results = {key: summarize(rs) for key, rs in samples.items()}
 
-        print(f"\nMCP tools/call change.open, {dur} s per run, 2 backend replicas, 2 cores shared "
-              f"with the load generator; wrk -c{args.connections} (HTTP/1.1 keep-alive, plain), "
-              "h2load -c8 -m8 (HTTPS, HTTP/2)\n")
-        print(f"{'protocol':<9}{'target':<10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-              f"{'non-2xx':>9}{'proxy CPU s/10k':>17}{'backend CPU s/10k':>19}{'others cores':>14}")
+        print(f"\nMCP tools/call change.open, {dur} s per run, {rounds} round(s) interleaved, "
+              "2 backend replicas (bare Pingora: the first only), 2 cores shared with the load "
+              f"generator;\nwrk -c{args.connections} (HTTP/1.1 keep-alive, plain), h2load -c8 -m8 "
+              "(HTTPS, HTTP/2). Medians over the rounds; 'range' is (max - min) / median.\n"
+              "errors = non-2xx + socket errors and timeouts, summed over the rounds "
+              "(a row with errors is marked !)\n")
+        print(f"{'protocol':<9}{'target':<14}{'req/s':>8}{'range':>7}{'p50 ms':>8}{'p99 ms':>8}"
+              f"{'range':>7}{'errors':>8}{'proxy CPU s/10k':>17}{'backend CPU s/10k':>19}"
+              f"{'others cores':>14}")
         for (proto, name), r in results.items():
-            print(f"{proto:<9}{name:<10}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
-                  f"{r.get('non2xx', 0):>9}{r['proxy_cpu_per_10k']:>17.3f}{r['backend_cpu_per_10k']:>19.3f}"
-                  f"{r['other_cpu']:>14.2f}")
+            mark = " !" if r["errors"] else ""
+            rr, pr = ((f"{r['rps_range']:.0%}", f"{r['p99_range']:.0%}") if r["rounds"] > 1
+                      else ("-", "-"))
+            print(f"{proto:<9}{name:<14}{r['rps']:>8.0f}{rr:>6} {r['p50']:>8.2f}"
+                  f"{r['p99']:>8.2f}{pr:>6} {r['errors']:>8}"
+                  f"{r['proxy_cpu_per_10k']:>17.3f}{r['backend_cpu_per_10k']:>19.3f}"
+                  f"{r['other_cpu']:>14.2f}{mark}")
         print()
         for proto in ("h1", "h2"):
-            g, n, d = (results.get((proto, k)) for k in ("gateway", "nginx", "direct"))
+            g, n, d, b = (results.get((proto, k)) for k in ("gateway", "nginx", "direct", "bare-pingora"))
             if g and n:
                 print(f"{proto}: gateway/nginx  req/s x{g['rps'] / n['rps']:.2f}   "
                       f"p99 x{g['p99'] / n['p99']:.2f}   proxy CPU x{g['proxy_cpu_per_10k'] / max(n['proxy_cpu_per_10k'], 1e-9):.2f}")
+            if g and b:
+                print(f"{proto}: gateway/bare   req/s x{g['rps'] / b['rps']:.2f}   "
+                      f"p99 x{g['p99'] / b['p99']:.2f}   proxy CPU x{g['proxy_cpu_per_10k'] / max(b['proxy_cpu_per_10k'], 1e-9):.2f}")
+            if b and n:
+                print(f"{proto}: bare/nginx     req/s x{b['rps'] / n['rps']:.2f}   "
+                      f"p99 x{b['p99'] / n['p99']:.2f}   proxy CPU x{b['proxy_cpu_per_10k'] / max(n['proxy_cpu_per_10k'], 1e-9):.2f}")
             if g and d:
                 print(f"{proto}: gateway/direct req/s x{g['rps'] / d['rps']:.2f}   p99 x{g['p99'] / d['p99']:.2f}")
         busy = [f"{proto} {name} ({r['other_cpu']:.2f} cores)" for (proto, name), r in results.items()
-                if r["other_cpu"] > 0.1]
+                if r["other_cpu"] > 0.1]  # the worst round of each target
         if busy:
             print("WARNING: other processes used CPU during: " + ", ".join(busy)
                   + "; those figures are not comparable (run on a quiet machine)")
@@ -570,7 +660,7 @@ def main() -> int:
                   + f" (load generators counted {sent[name]})")
             # "failed" also counts the calls in flight when wrk / h2load stop at the end of a
             # run (the client goes away): at most one per connection / stream.
-            in_flight = args.connections + 8 * 8
+            in_flight = (args.connections + 8 * 8) * rounds
             if any(v for k, v in delta.items() if k not in ("ok", "failed")) \
                     or delta.get("failed", 0) > in_flight:
                 print(f"WARNING: {name}: outcomes other than ok (beyond {in_flight} cut at the end of a run)")
@@ -579,9 +669,12 @@ def main() -> int:
         print(f"mcp-edge: audit log lines written during the runs: {audit_lines}")
         if slow:
             print(f"NOTE: beyond the 5% aim: {', '.join(slow)}")
-        bad = sum(r.get("non2xx", 0) for r in results.values())
+        bad = [f"{proto} {name}: {r['error_detail']}" for (proto, name), r in results.items()
+               if r["errors"]]
         if bad:
-            print(f"\nWARNING: {bad} non-2xx responses; see logs in {tmp}")
+            print("\nERROR: requests failed (rows marked !; their latency and req/s figures leave "
+                  "the failed requests out):\n  " + "\n  ".join(bad) + f"\nsee the logs in {tmp} "
+                  "(BENCH_KEEP=1 keeps them)")
             return 1
         return 0
     finally:

@@ -22,6 +22,10 @@ if [ "${1:-}" = bench ] || [ "${1:-}" = test ]; then
   # backend_memory start their own server from them, and so does bench/store.sh.
   compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgresql)
 fi
+if [ "${1:-}" = bench ]; then
+  # bench/cost.sh counts instructions per request under callgrind (callgrind_annotate too).
+  command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)
+fi
 if [ "${1:-}" = test ]; then
   command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
   # gateway_dns_scaling gives the gateway a private /etc/hosts (unshare + mount --bind).
