@@ -181,8 +181,13 @@ impl ProxyHttp for GatewayProxy {
         } else {
             e.retry.decide_reuse(client_reused);
         }
-        // A dead reused connection says nothing about the backend's health.
-        if matches!(e.esource(), ErrorSource::Upstream) && !client_reused {
+        // A reused connection found dead at once (reset, closed) says nothing about the
+        // backend's health; a timeout does, on any connection (nginx counts it in max_fails).
+        let timed_out = matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
+        if matches!(e.esource(), ErrorSource::Upstream) && (!client_reused || timed_out) {
             record_backend_failure(ctx, peer);
         }
         if e.retry() {
