@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test test-containers build image compose-up compose-down lint bench bench-backend bench-gateway bench-store bench-containers bench-cost bench-connections setup clean-run
+.PHONY: run test test-containers build image compose-up compose-down lint bench bench-backend bench-gateway bench-store bench-containers bench-cost bench-connections bench-streams bench-design setup clean-run
 
 build:
 	bash scripts/setup.sh run
@@ -77,6 +77,19 @@ bench-connections:
 	bash scripts/setup.sh bench
 	$(CARGO) build --release --workspace --bins
 	python3 bench/connections.py
+
+# 8,000 open SSE streams with 1 s heartbeats while tool calls run: gateway vs nginx (bench/streams.py).
+bench-streams:
+	bash scripts/setup.sh bench
+	$(CARGO) build --release --workspace --bins
+	python3 bench/streams.py
+
+# Balancer design vs nginx's per-worker state: stream spread, a slowed and a stalled replica,
+# upstream connections per 10k requests (bench/design.py).
+bench-design:
+	bash scripts/setup.sh bench
+	$(CARGO) build --release --workspace --bins
+	python3 bench/design.py
 
 clean-run:
 	rm -rf run
