@@ -25,12 +25,10 @@ pub struct Target {
 
 impl Target {
     pub fn from_env(wd: &Path) -> Target {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let get = |name: &str| std::env::var(name).ok();
         Target {
-            path: var("DATABASE_PATH")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| wd.join(".mcp").join("store.sqlite3")),
-            postgres: var("DATABASE_URL").is_some(),
+            path: crate::config::database_path_from(get, wd),
+            postgres: get("DATABASE_URL").is_some_and(|v| !v.trim().is_empty()),
         }
     }
 }

@@ -107,9 +107,7 @@ impl Config {
                 })?,
             ),
         };
-        let database_path = var("DATABASE_PATH")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| working_directory.join(".mcp").join("store.sqlite3"));
+        let database_path = database_path_from(&get, &working_directory);
         let busy_ms = parse_num::<u64>(
             &var("DATABASE_BUSY_TIMEOUT_MS"),
             "DATABASE_BUSY_TIMEOUT_MS",
@@ -250,6 +248,19 @@ pub fn working_directory_from(get: impl Fn(&str) -> Option<String>) -> PathBuf {
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty());
     PathBuf::from(value.unwrap_or_else(|| ".".into()))
+}
+
+/// DATABASE_PATH exactly as the server reads it (unset or empty:
+/// `<WORKING_DIRECTORY>/.mcp/store.sqlite3`), for the server and for `backup`/`restore`.
+pub fn database_path_from(
+    get: impl Fn(&str) -> Option<String>,
+    working_directory: &std::path::Path,
+) -> PathBuf {
+    get("DATABASE_PATH")
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| working_directory.join(".mcp").join("store.sqlite3"))
 }
 
 fn parse_num<T>(
