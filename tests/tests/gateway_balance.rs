@@ -311,3 +311,43 @@ fn hash_keeps_a_client_on_one_replica_and_round_robin_alternates() {
     assert_ne!(names[0], names[1], "{names:?}");
     assert_eq!(names[0], names[2], "{names:?}");
 }
+
+/// nginx counts a timed-out request in `max_fails` whatever connection carried it. Two reads
+/// that time out on a replica mark it down, the first of them on a kept-alive connection the
+/// pool handed out again (a reused connection found dead at once, on the other hand, says
+/// nothing about the replica). Passive health only: no active check to mark it down instead.
+#[test]
+fn timeouts_on_reused_upstream_connections_count_toward_max_fails() {
+    let b = Upstream::start("b");
+    let body = format!(
+        "{}\n[[routes]]\nname = \"all\"\npath = \"/\"\npool = \"p\"\nretries = 0\nread_timeout = \"500ms\"\n",
+        pool_toml("p", "least_conn", &[b.addr()], "max_fails = 2\nfail_timeout = \"30s\"")
+    );
+    let gw = Gateway::start(&body);
+    let before = b.stats()["connections"].as_u64().unwrap_or(0);
+    // Sequential calls: the second and later ride the first one's pooled connection.
+    for _ in 0..3 {
+        assert_eq!(whoami(&gw), "b");
+    }
+    // The gateway's one pooled connection, and this read of /stats itself.
+    let opened = b.stats()["connections"].as_u64().unwrap_or(0) - before;
+    assert_eq!(opened, 2, "calls did not reuse one upstream connection");
+    for i in 0..2 {
+        let out = gw.curl_https("/slow?ms=1500", &[]);
+        assert_eq!(out.status, 504, "slow call {i}: {out:?}");
+        if i == 0 {
+            assert!(
+                gw.backend_status("p", b.port)
+                    .is_some_and(|s| s["up"] == true),
+                "one timeout marked the replica down: {}",
+                gw.status()
+            );
+        }
+    }
+    assert!(
+        gw.backend_status("p", b.port)
+            .is_some_and(|s| s["up"] == false),
+        "two timeouts (max_fails = 2) left the replica up: {}",
+        gw.status()
+    );
+}
