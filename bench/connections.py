@@ -114,54 +114,6 @@ max_body_size = "1m"
 """
 
 
-def nginx_config(d: Path, http: int, https: int, backend: int, cert: Path, key: Path, nofile: int) -> str:
-    headers = "\n".join(f'        add_header {k} "{v}" always;' for k, v in gb.SECURITY_HEADERS.items())
-    return f"""
-worker_processes 2;
-worker_rlimit_nofile {nofile};
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-user root;
-events {{ worker_connections {nofile - 64}; }}
-http {{
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    access_log off;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:SSL:10m;
-    ssl_session_timeout 10m;
-    keepalive_requests 1000000;
-    upstream backend {{
-        least_conn;
-        server 127.0.0.1:{backend} max_fails=3 fail_timeout=30s;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }}
-    server {{
-        listen 127.0.0.1:{http};
-        listen 127.0.0.1:{https} ssl http2;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-{headers}
-        client_max_body_size 1m;
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_buffering off;
-        }}
-    }}
-}}
-"""
-
-
 def pids_of(root: int) -> list[int]:
     return [root] + gb.children(root)
 
@@ -279,7 +231,8 @@ class Server:
             argv = lim + [str(BIN / "gateway"), "-c", str(conf)]
         else:
             conf = d / "nginx.conf"
-            conf.write_text(nginx_config(d, self.http, self.https, backend, cert, key, nofile))
+            conf.write_text(gb.nginx_conf(d, self.http, [backend], https=(self.https, cert, key), nofile=nofile,
+                                            worker_connections=nofile - 64))
             argv = lim + ["nginx", "-p", str(d), "-e", str(d / "error.log"), "-c", str(conf),
                           "-g", "daemon off;"]
         self.log = open(d / "server.log", "wb")

@@ -127,49 +127,6 @@ max_body_size = "1m"
 """
 
 
-def nginx_config(prefix: Path, port: int, backend: int) -> str:
-    headers = "\n".join(f'        add_header {k} "{v}" always;' for k, v in gb.SECURITY_HEADERS.items())
-    return f"""
-master_process off;
-daemon off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    access_log off;
-    keepalive_requests 1000000;
-    upstream backend {{
-        least_conn;
-        server 127.0.0.1:{backend} max_fails=3 fail_timeout=30s;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-{headers}
-        client_max_body_size 1m;
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_buffering off;
-            proxy_read_timeout 60s;
-        }}
-    }}
-}}
-"""
-
-
 def proxy_argv(name: str, run_dir: Path, port: int, backend: int, threads: int) -> tuple[list[str], int]:
     """The proxy's command line and the signal that stops it cleanly."""
     if name == "gateway":
@@ -180,7 +137,7 @@ def proxy_argv(name: str, run_dir: Path, port: int, backend: int, threads: int) 
         return [str(RUN_BIN / "bare-pingora"), f"127.0.0.1:{port}", f"127.0.0.1:{backend}",
                 str(threads)], signal.SIGTERM
     conf = run_dir / "nginx.conf"
-    conf.write_text(nginx_config(run_dir, port, backend))
+    conf.write_text(gb.nginx_conf(run_dir, port, [backend], single_process=True, worker_connections=1024))
     return ["nginx", "-p", str(run_dir), "-e", str(run_dir / "error.log"), "-c", str(conf)], signal.SIGQUIT
 
 

@@ -253,6 +253,14 @@ def delta(a: dict, b: dict, key: str) -> list[int]:
 # ----------------------------------------------------------------------------------------------
 # Proxy configurations
 
+# nginx's side of the comparison: streams on /sse with a long read timeout, short calls on /
+# with the same 2 s timeouts as the gateway's route, nginx's default keepalive_requests.
+DESIGN_LOCATIONS = {
+    "/sse": "proxy_read_timeout 3600s;",
+    "/": "proxy_connect_timeout 2s;\n            proxy_read_timeout 2s;\n            proxy_send_timeout 2s;",
+}
+
+
 def gateway_config(d: Path, http: int, taps: list[int], active: bool) -> str:
     servers = ", ".join(f'"127.0.0.1:{p}"' for p in taps)
     hc = """
@@ -296,52 +304,6 @@ pool = "backend"
 connect_timeout = "2s"
 read_timeout = "2s"
 write_timeout = "2s"
-"""
-
-
-def nginx_config(d: Path, http: int, taps: list[int], nofile: int) -> str:
-    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;" for p in taps)
-    common = """            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_buffering off;"""
-    return f"""
-worker_processes 2;
-worker_rlimit_nofile {nofile};
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-user root;
-events {{ worker_connections 8192; }}
-http {{
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    access_log off;
-    upstream backend {{
-        least_conn;
-{servers}
-        keepalive 64;
-    }}
-    server {{
-        listen 127.0.0.1:{http} backlog=4096;
-        client_max_body_size 1m;
-        location /sse {{
-{common}
-            proxy_read_timeout 3600s;
-        }}
-        location / {{
-{common}
-            proxy_connect_timeout 2s;
-            proxy_read_timeout 2s;
-            proxy_send_timeout 2s;
-        }}
-    }}
-}}
 """
 
 
@@ -578,7 +540,10 @@ def main() -> int:
             stack, tmp / "gateway", backends, nofile,
             conf_text=lambda d, http: gateway_config(d, http, taps.ports, active=True))
         ng_port, ng = st.start_nginx(stack, tmp / "nginx", backends, nofile,
-                                     conf_text=lambda d, http: nginx_config(d, http, taps.ports, nofile))
+                                     conf_text=lambda d, http: gb.nginx_conf(
+                                         d, http, taps.ports, nofile=nofile, worker_connections=8192, headers=False,
+                                         max_fails=1, fail_timeout="10s", keepalive_requests=False, backlog=4096,
+                                         locations=DESIGN_LOCATIONS))
         proxies = {"gateway": gw_port, "nginx": ng_port}
         gp_port = None
         if 4 in sections:

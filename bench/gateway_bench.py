@@ -219,58 +219,78 @@ max_body_size = "1m"
 {route_extra}{top_extra}"""
 
 
-def nginx_config(prefix: Path, http_port, https_port, backends, cert, key) -> str:
-    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=3 fail_timeout=30s;" for p in backends)
-    headers = "\n".join(f'        add_header {k} "{v}" always;' for k, v in SECURITY_HEADERS.items())
-    return f"""
-worker_processes 2;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-user root;
-events {{ worker_connections 4096; }}
-http {{
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    log_format main '$remote_addr - $remote_user [$time_local] "$request" '
-                    '$status $body_bytes_sent "$http_referer" "$http_user_agent" '
-                    '"$http_x_forwarded_for" rt=$request_time uct="$upstream_connect_time" '
-                    'uht="$upstream_header_time" urt="$upstream_response_time"';
-    access_log {prefix}/access.log main;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:SSL:10m;
-    ssl_session_timeout 10m;
-    # nginx closes a client connection (HTTP/1.1 and, since 1.19.7, HTTP/2 by GOAWAY)
-    # after 1000 requests by default; h2load does not reconnect, which would starve the
-    # nginx runs. The gateway has no such cap, so lift it on both sides for parity.
-    keepalive_requests 1000000;
-    upstream backend {{
-        least_conn;
-{servers}
-        keepalive 64;
-        keepalive_requests 1000000;
-    }}
-    server {{
-        listen 127.0.0.1:{http_port};
-        listen 127.0.0.1:{https_port} ssl http2;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-{headers}
-        add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;
-        client_max_body_size 1m;
-        location / {{
-            proxy_pass http://backend;
+PROXY_DIRECTIVES = """proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host;
             proxy_set_header X-Real-IP $remote_addr;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_buffering off;
-            proxy_read_timeout 60s;
-        }}
+            proxy_buffering off;"""
+
+ACCESS_LOG_FORMAT = """log_format main '$remote_addr - $remote_user [$time_local] "$request" '
+                    '$status $body_bytes_sent "$http_referer" "$http_user_agent" '
+                    '"$http_x_forwarded_for" rt=$request_time uct="$upstream_connect_time" '
+                    'uht="$upstream_header_time" urt="$upstream_response_time"';"""
+
+
+def nginx_conf(prefix: Path, http_port: int, backends: list[int], *, https: tuple | None = None,
+               workers: int = 2, single_process: bool = False, nofile: int | None = None,
+               worker_connections: int = 4096, access_log: bool = False, headers: bool = True,
+               hsts: bool = False, max_fails: int = 3, fail_timeout: str = "30s",
+               keepalive_requests: bool = True, backlog: int | None = None,
+               locations: dict[str, str] | None = None) -> str:
+    """The one nginx configuration every benchmark compares against: the user's proxy block
+    (least_conn, keepalive 64, HTTP/1.1 upstream, proxy_buffering off, the security headers).
+    `https` is (port, cert, key); `locations` maps a location to its extra directives (the
+    default: `/` with proxy_read_timeout 60s). `keepalive_requests` lifts nginx's default cap
+    of 1000 requests per connection on both sides (h2load and wrk do not reconnect; the gateway
+    has no such cap)."""
+    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails={max_fails} fail_timeout={fail_timeout};"
+                        for p in backends)
+    add_headers = ""
+    if headers:
+        add_headers = "\n".join(f'        add_header {k} "{v}" always;' for k, v in SECURITY_HEADERS.items())
+        if hsts:
+            add_headers += '\n        add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;'
+    top = "master_process off;\ndaemon off;\nworker_processes 1;" if single_process \
+        else f"worker_processes {workers};\nuser root;"
+    if nofile:
+        top += f"\nworker_rlimit_nofile {nofile};"
+    log = f"{ACCESS_LOG_FORMAT}\n    access_log {prefix}/access.log main;" if access_log else "access_log off;"
+    tls = tls_listen = ""
+    if https:
+        port, cert, key = https
+        tls_listen = f"\n        listen 127.0.0.1:{port} ssl http2;\n        ssl_certificate {cert};\n        ssl_certificate_key {key};"
+        tls = "ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache shared:SSL:10m;\n    ssl_session_timeout 10m;"
+    lift = "keepalive_requests 1000000;" if keepalive_requests else ""
+    blocks = "\n".join(f"        location {path} {{\n            {PROXY_DIRECTIVES}\n            {extra}\n        }}"
+                        for path, extra in (locations or {"/": "proxy_read_timeout 60s;"}).items())
+    return f"""
+{top}
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections {worker_connections}; }}
+http {{
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    {log}
+    {tls}
+    {lift}
+    upstream backend {{
+        least_conn;
+{servers}
+        keepalive 64;
+        {lift}
+    }}
+    server {{
+        listen 127.0.0.1:{http_port}{f" backlog={backlog}" if backlog else ""};{tls_listen}
+{add_headers}
+        client_max_body_size 1m;
+{blocks}
     }}
 }}
 """
@@ -516,7 +536,8 @@ def main() -> int:
         ng_prefix = tmp / "nginx"
         ng_prefix.mkdir()
         ng_conf = ng_prefix / "nginx.conf"
-        ng_conf.write_text(nginx_config(ng_prefix, ng_http, ng_https, backends, cert, key))
+        ng_conf.write_text(nginx_conf(ng_prefix, ng_http, backends, https=(ng_https, cert, key),
+                                      access_log=True, hsts=True))
         ng = stack.spawn("nginx", ["nginx", "-p", str(ng_prefix), "-c", str(ng_conf),
                                    "-g", "daemon off;"])
         wait_http(f"http://127.0.0.1:{ng_http}/healthz")

@@ -415,50 +415,6 @@ max_body_size = "1m"
 """
 
 
-def nginx_config(d: Path, http: int, backends: list[int], nofile: int) -> str:
-    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=3 fail_timeout=30s;" for p in backends)
-    headers = "\n".join(f'        add_header {k} "{v}" always;' for k, v in gb.SECURITY_HEADERS.items())
-    return f"""
-worker_processes 2;
-worker_rlimit_nofile {nofile};
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-user root;
-events {{ worker_connections {nofile - 100}; }}
-http {{
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    access_log off;
-    keepalive_requests 1000000;
-    upstream backend {{
-        least_conn;
-{servers}
-        keepalive 64;
-        keepalive_requests 1000000;
-    }}
-    server {{
-        listen 127.0.0.1:{http} backlog=4096;
-{headers}
-        client_max_body_size 1m;
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_buffering off;
-            proxy_read_timeout 3600s;
-        }}
-    }}
-}}
-"""
-
-
 def start_gateway(stack: gb.Stack, d: Path, backends: list[int], nofile: int, conf_text=None,
                   env: dict | None = None, name: str = "gateway"):
     d.mkdir(exist_ok=True)
@@ -474,7 +430,8 @@ def start_nginx(stack: gb.Stack, d: Path, backends: list[int], nofile: int, conf
     d.mkdir(exist_ok=True)
     http = gb.free_port()
     conf = d / "nginx.conf"
-    conf.write_text(conf_text(d, http) if conf_text else nginx_config(d, http, backends, nofile))
+    conf.write_text(conf_text(d, http) if conf_text else gb.nginx_conf(d, http, backends, nofile=nofile, worker_connections=nofile - 100, backlog=4096,
+                                                                                     locations={"/": "proxy_read_timeout 3600s;"}))
     p = stack.spawn("nginx", prlimit(nofile) + ["nginx", "-p", str(d), "-e", str(d / "error.log"),
                                                 "-c", str(conf), "-g", "daemon off;"])
     gb.wait_http(f"http://127.0.0.1:{http}/healthz")
