@@ -7,7 +7,7 @@
 #   scripts/compose.sh scale N       run N backend replicas (the gateway follows by DNS)
 #   scripts/compose.sh ARGS...       anything else goes to the engine: exec, logs, ps, stop ...
 # Where no registry is reachable (podman here), the image is built from the host's release
-# binaries on a Debian base made with debootstrap, and Prometheus from Debian's package
+# binaries on a Debian base made with debootstrap, and Prometheus and Alertmanager from Debian's packages
 # (tests/containers/images.sh); with Docker, `up` builds the Dockerfile as it stands.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +26,7 @@ else
   [ -n "$PC" ] || { echo "compose: neither a Docker engine nor podman-compose: run scripts/setup.sh compose" >&2; exit 1; }
   # Images built locally (no registry): see tests/containers/images.sh.
   export PROMETHEUS_IMAGE=${PROMETHEUS_IMAGE:-localhost/mcp-prometheus:latest}
+  export ALERTMANAGER_IMAGE=${ALERTMANAGER_IMAGE:-localhost/mcp-alertmanager:latest}
   export IMAGE=${IMAGE:-localhost/mcp-gateway:latest}
   compose() { "$PC" "$@"; }
 fi

@@ -5,6 +5,7 @@
 #                                      binaries (BINARIES=prebuilt): the image users get, minus
 #                                      the Rust stage that needs a registry
 #   localhost/mcp-prometheus:latest    Debian's Prometheus laid out like prom/prometheus
+#   localhost/mcp-alertmanager:latest  Debian's Alertmanager laid out like prom/alertmanager
 #   localhost/mcp-postgres:latest      deploy/postgres/Containerfile and deploy/redis/Containerfile:
 #   localhost/mcp-redis:latest         Debian's postgresql and redis-server packages for the
 #                                      compose profiles postgres and redis
@@ -34,6 +35,18 @@ cp "$prom" "$promtool" tests/containers/prometheus/Containerfile "$ctx/"
 podman build -q --format docker --build-arg BASE_IMAGE="$base" -t localhost/mcp-prometheus:latest "$ctx" >/dev/null
 rm -rf "$ctx"
 echo "images: localhost/mcp-prometheus:latest" >&2
+
+# Alertmanager the same way: Debian's binaries in deploy/alertmanager/Containerfile's layout.
+am=$(command -v prometheus-alertmanager || true); amtool=$(command -v amtool || true)
+[ -n "$am" ] && [ -n "$amtool" ] || { echo "images: prometheus-alertmanager/amtool missing: run scripts/setup.sh compose" >&2; exit 1; }
+ctx=$CONTAINERS_STATE/alertmanager-context
+rm -rf "$ctx"; mkdir -p "$ctx"
+cp "$am" "$ctx/alertmanager"; cp "$amtool" deploy/alertmanager/Containerfile "$ctx/"
+# Debian's build reads its notification templates from here (not compiled in).
+cp -r /usr/share/prometheus/alertmanager "$ctx/share"
+podman build -q --format docker --build-arg BASE_IMAGE="$base" -t localhost/mcp-alertmanager:latest "$ctx" >/dev/null
+rm -rf "$ctx"
+echo "images: localhost/mcp-alertmanager:latest" >&2
 
 # The service images install Debian's packages with apt-get in the build: build containers
 # reach the Debian mirror here (no registry is needed). Rebuilt only when their Containerfile,

@@ -163,8 +163,8 @@ def port_free(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    for port in (80, 443, 9090):
-        assert port_free(port), f"port {port} is in use: the container test publishes 80/443/9090 like the user's stack (stop `make compose-up` first)"
+    for port in (80, 443, 9090, 9093):
+        assert port_free(port), f"port {port} is in use: the container test publishes 80/443/9090/9093 like the user's stack (stop `make compose-up` first)"
     root = tmp_path_factory.mktemp("compose")
     shutil.copy(REPO / "docker-compose.yml", root / "docker-compose.yml")
     shutil.copytree(REPO / "conf", root / "conf")
@@ -187,7 +187,7 @@ def test_up_from_clean_state_serves_the_sdk_over_https(stack: Stack):
     started = time.monotonic()
     stack.compose("up")
     names = sorted(c["Labels"]["com.docker.compose.service"] for c in stack.containers())
-    assert names == ["backend", "backend", "backend", "gateway", "prometheus"], names
+    assert names == ["alertmanager", "backend", "backend", "backend", "gateway", "prometheus"], names
     # The gateway sees all three replicas (DNS of the compose service name).
     wait_until("3 replicas in the gateway's pool", lambda: len(stack.pool_backends("backend")) == 3, 30)
 
@@ -255,6 +255,32 @@ def test_prometheus_scrapes_gateway_and_every_replica(stack: Stack):
                         lambda: (lambda r: r if r and len(r) == 3 else None)(
                             has_data('sum by (instance) (http_server_requests_total)')), 60, 2)
     assert len(series) == 3
+
+
+def test_prometheus_loads_the_slo_rules_and_sends_to_alertmanager(stack: Stack):
+    def groups():
+        data = httpx.get("http://127.0.0.1:9090/api/v1/rules", timeout=5).json()["data"]
+        found = {g["name"]: g for g in data["groups"]}
+        wanted = {"slo_availability", "slo_http_latency", "slo_tool_latency", "gateway", "backend",
+                  "slo_burn_rate"}
+        if not wanted <= set(found):
+            return None
+        # Evaluated at least once, without errors.
+        rules = [r for name in wanted for r in found[name]["rules"]]
+        return rules if all(r.get("health") == "ok" for r in rules) else None
+
+    rules = wait_until("Prometheus: recording and alert rules loaded and healthy", groups, 60, 2)
+    assert any(r["name"] == "gateway:slo_availability_errors:ratio_rate5m" for r in rules)
+
+    def alertmanagers():
+        data = httpx.get("http://127.0.0.1:9090/api/v1/alertmanagers", timeout=5).json()["data"]
+        return data["activeAlertmanagers"]
+
+    active = wait_until("Prometheus: Alertmanager discovered", alertmanagers, 60, 2)
+    assert [a["url"] for a in active] == ["http://alertmanager:9093/api/v2/alerts"], active
+    status = httpx.get("http://127.0.0.1:9093/api/v2/status", timeout=5).json()
+    assert status["cluster"]["status"] == "disabled", status["cluster"]
+    assert 'receiver: critical' in status["config"]["original"]
 
 
 class CallLoop:

@@ -84,6 +84,7 @@ class Stack:
             "HTTP_PORT": str(free_port()),
             "HTTPS_PORT": str(self.https_port),
             "PROMETHEUS_PORT": str(free_port()),
+            "ALERTMANAGER_PORT": str(free_port()),
             "POSTGRES_IMAGE": "localhost/mcp-postgres:latest",
             "REDIS_IMAGE": "localhost/mcp-redis:latest",
         }
@@ -228,7 +229,7 @@ def test_up_with_both_profiles_runs_postgres_and_redis_and_the_backends_are_read
     started = time.monotonic()
     stack.compose("up")
     names = sorted(c["Labels"]["com.docker.compose.service"] for c in stack.containers())
-    assert names == ["backend", "backend", "gateway", "postgres", "prometheus", "redis"], names
+    assert names == ["alertmanager", "backend", "backend", "gateway", "postgres", "prometheus", "redis"], names
     print(f"figure: compose up with postgres and redis until /health answers {time.monotonic() - started:.1f} s")
     for backend in stack.names("backend"):
         code, body = wait_until(f"{backend} /health/ready 200",
