@@ -17,6 +17,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY gateway gateway
 COPY backend backend
+COPY otlp otlp
 COPY tests tests
 # Pingora's proxy crate with the workspace's patch, and the benchmarks' baseline (a workspace
 # member, so the manifest must find it).

@@ -2,6 +2,11 @@
 # Everything builds once, in release mode, into one target dir shared by the
 # binaries, the tests and the benchmarks.
 SHELL := /bin/bash
+# rustup's cargo first, also when this shell has not sourced ~/.cargo/env or Debian's older
+# cargo is on PATH too (scripts/setup.sh checks the toolchain and says how to install one).
+ifneq ($(wildcard $(HOME)/.cargo/bin/cargo),)
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+endif
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
@@ -11,6 +16,8 @@ build:
 	bash scripts/setup.sh run
 	$(CARGO) build --release --workspace --bins
 
+# CONFIG=FILE runs the gateway with another config on the same addresses (conf/examples/
+# canary.toml, blue-green.toml); NEW_BACKEND=BIN runs another backend binary on :3002.
 run: build
 	bash scripts/run-local.sh
 

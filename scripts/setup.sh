@@ -4,8 +4,30 @@
 # the official MCP SDK. Pass "bench" to also install nginx, wrk, h2load and PostgreSQL; "compose" installs
 # podman, runc, debootstrap and podman-compose for the container stack; "test" does all, plus
 # Node 22 and the npm packages of tests/conformance (scripts/node.sh).
+# It expects root (apt-get), the Debian, PyPI, npm and crates.io registries, and a Rust toolchain
+# at least as new as Cargo.toml's rust-version, which it checks but does not install (Debian's
+# rustc is older: rustup's is the one to use; it says how).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Rust: rustup's cargo first (as the Makefile does), also when this shell has not sourced
+# ~/.cargo/env yet or Debian's older cargo is on PATH too.
+if [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+rust_min=$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' Cargo.toml | head -n 1)
+rust_have=$(rustc --version 2>/dev/null | awk '{print $2}' || true)
+if ! command -v cargo >/dev/null 2>&1 || [ -z "$rust_have" ] ||
+   [ "$(printf '%s\n%s\n' "$rust_min" "$rust_have" | sort -V | head -n 1)" != "$rust_min" ]; then
+  echo "setup: this needs Rust $rust_min or newer (cargo and rustc, from Cargo.toml's rust-version); found: ${rust_have:-none}." >&2
+  if command -v rustup >/dev/null 2>&1; then
+    echo "setup: update it with: rustup update stable && rustup default stable" >&2
+  else
+    echo "setup: Debian's rustc is older than that; install rustup's stable toolchain, then run make again:" >&2
+    echo "setup:   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y && . \"\$HOME/.cargo/env\"" >&2
+  fi
+  exit 1
+fi
 
 need_apt=()
 for pair in cmake:cmake curl:curl openssl:openssl pkg-config:pkg-config; do
@@ -14,6 +36,9 @@ for pair in cmake:cmake curl:curl openssl:openssl pkg-config:pkg-config; do
 done
 # Pingora's openssl feature links against the system libssl.
 [ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+# .venv (the MCP SDK, podman-compose): Debian's python3 makes venvs only with python3-venv.
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ "${1:-}" = bench ] || [ "${1:-}" = test ]; then
   command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
   command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
@@ -28,6 +53,8 @@ if [ "${1:-}" = bench ]; then
 fi
 if [ "${1:-}" = test ]; then
   command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+  # tests/python/test_monitoring_rules.py: amtool check-config and a real Alertmanager.
+  command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
   # gateway_dns_scaling gives the gateway a private /etc/hosts (unshare + mount --bind).
   command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
   command -v mount >/dev/null 2>&1 || need_apt+=(mount)
@@ -45,6 +72,8 @@ if [ "${1:-}" = compose ] || [ "${1:-}" = test ]; then
   [ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
   command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
   command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+  # The local Alertmanager image is Debian's binary (tests/containers/images.sh).
+  command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"

@@ -25,6 +25,7 @@ use crate::api_error::ApiError;
 use crate::caller::Caller;
 use crate::metrics::Metrics;
 use crate::tools::{Progress, Registry, ToolOutput};
+use crate::trace::RequestSpan;
 use axum::http::StatusCode;
 use serde_json::Value;
 use std::sync::Arc;
@@ -101,18 +102,21 @@ impl Executor {
 
     /// Runs `name` with `input`. Progress reports go to `progress` when given; they are all sent
     /// before this returns, so a caller that drains the channel after the call keeps the order.
+    /// `span` is the request's (`trace`): the call's span is its child.
     pub async fn call(
         &self,
         name: &str,
         input: Value,
         caller: &Caller,
         progress: Option<UnboundedSender<ProgressUpdate>>,
+        span: Option<RequestSpan>,
     ) -> Result<ToolOutput, ApiError> {
         let Some(tool) = self.tool_name(name) else {
             return Err(ApiError::unknown_tool(name));
         };
         self.metrics.tool_active.inc();
         let _active = ActiveGuard(&self.metrics);
+        let traced = crate::trace::start_tool(span);
         let started = Instant::now();
         let result = self
             .run(tool, input, caller, progress)
@@ -130,6 +134,10 @@ impl Executor {
             .tool_executions
             .with_label_values(&[tool, &outcome])
             .inc();
+        if let Some(t) = traced {
+            let error = result.as_ref().err().map(|e| (e.code, e.message.as_str()));
+            crate::trace::end_tool(t, tool, &outcome, error);
+        }
         result
     }
 

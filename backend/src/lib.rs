@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod redis_target;
 pub mod shutdown;
 pub mod store;
+pub mod trace;
 
 /// The name both the MCP `serverInfo` and `/health` report.
 pub const SERVICE_NAME: &str = "task-mcp-backend";

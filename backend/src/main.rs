@@ -166,10 +166,18 @@ async fn serve(config: Config, workspace: Workspace) -> ExitCode {
             "TLS terminates at the gateway; the backend speaks plain HTTP",
         ),
         ("PROMETHEUS_PORT", "metrics are served on /metrics of PORT"),
+        (
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            "metrics are scraped from /metrics, not pushed over OTLP (traces are: OTEL_ENABLED)",
+        ),
     ] {
         if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
             log::warn!("{var} is set but ignored: {why}");
         }
+    }
+    if let Err(e) = backend::trace::init(config.otel.as_ref(), &metrics) {
+        eprintln!("backend: {e}");
+        return ExitCode::from(1);
     }
     if config.auth_tokens.is_empty() {
         log::warn!("AUTH_TOKENS is empty: authentication is disabled, every client may call tools");
@@ -270,6 +278,9 @@ async fn serve(config: Config, workspace: Workspace) -> ExitCode {
     .await;
     match served {
         Ok(()) => {
+            // The last requests' spans, before the process ends.
+            let _ =
+                tokio::task::spawn_blocking(|| backend::trace::flush(Duration::from_secs(2))).await;
             log::info!("drained; bye");
             ExitCode::SUCCESS
         }

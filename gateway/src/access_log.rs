@@ -16,6 +16,10 @@ use crate::metrics::METRICS;
 pub struct Entry<'a> {
     pub ts: String,
     pub request_id: &'a str,
+    /// The W3C trace id (32 hex) the request continued or started (`trace`); absent only for
+    /// a request Pingora refused before the gateway saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
     /// The client after `[real_ip]` (nginx's `$remote_addr` with realip).
     pub client: &'a str,
     /// The TCP peer the request came from (nginx's `$realip_remote_addr`); null when not inet.

@@ -82,6 +82,8 @@ pub struct Ctx {
     /// that (404, 413, 429, ...), which no pool served.
     pub target: Option<usize>,
     pub request_id: String,
+    /// W3C trace context: the gateway's span of this request (`trace`).
+    pub trace: crate::trace::Trace,
     pub conn: Connection,
     pub attempt: Attempt,
     pub timing: Timing,
@@ -119,6 +121,7 @@ impl Ctx {
             route: None,
             target: None,
             request_id: String::new(),
+            trace: crate::trace::Trace::default(),
             conn: Connection::default(),
             attempt: Attempt::default(),
             timing: Timing {

@@ -21,6 +21,7 @@ mod server;
 mod shutdown;
 mod state;
 mod telemetry;
+mod trace;
 mod upstream;
 
 use std::process::ExitCode;
@@ -64,6 +65,13 @@ fn load_config(cli: &cli::Cli) -> Result<config::Config, ExitCode> {
             "gateway: configuration file {} test failed\n{errors}",
             cli.config.display()
         );
+        if !cli.config_given && !cli.config.exists() {
+            eprintln!(
+                "gateway: no -c FILE given, so the default {} was looked for: name the file \
+                 the gateway runs with, e.g. -c conf/local.toml",
+                cli.config.display()
+            );
+        }
         ExitCode::FAILURE
     })
 }
@@ -108,21 +116,61 @@ fn send_signal(cli: &cli::Cli, sig: &str) -> ExitCode {
         "stop" => libc::SIGTERM,
         _ => libc::SIGQUIT,
     };
-    // SAFETY: kill(2) with a pid read from our own pid file and a constant signal number.
-    if unsafe { libc::kill(pid, signo) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ESRCH) {
-            // Like nginx's "invalid PID": the file outlived its process.
-            eprintln!(
-                "gateway: no gateway is running as pid {pid} (stale pid file {}): start it first",
-                pid_file.display()
-            );
-        } else {
-            eprintln!("gateway: cannot signal pid {pid}: {e}");
-        }
-        return ExitCode::FAILURE;
+    // Signal 0 first: a stale pid file and a reload of another file are refused before anything
+    // reaches the process.
+    if let Err(code) = kill(pid, 0, pid_file) {
+        return code;
     }
-    ExitCode::SUCCESS
+    if sig == "reload" {
+        if let Err(message) = same_config(&cfg, pid) {
+            eprintln!("gateway: {message}");
+            return ExitCode::FAILURE;
+        }
+    }
+    match kill(pid, signo, pid_file) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+/// kill(2), with the failure explained.
+fn kill(pid: i32, signo: i32, pid_file: &std::path::Path) -> Result<(), ExitCode> {
+    // SAFETY: kill(2) with a pid read from our own pid file and a constant signal number.
+    if unsafe { libc::kill(pid, signo) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ESRCH) {
+        // Like nginx's "invalid PID": the file outlived its process.
+        eprintln!(
+            "gateway: no gateway is running as pid {pid} (stale pid file {}): start it first",
+            pid_file.display()
+        );
+    } else {
+        eprintln!("gateway: cannot signal pid {pid}: {e}");
+    }
+    Err(ExitCode::FAILURE)
+}
+
+/// A reload makes the running gateway re-read the file it runs from, not the -c file: when the
+/// two differ, the -c file's edits would silently not apply, so say which file runs instead.
+fn same_config(cfg: &config::Config, pid: i32) -> Result<(), String> {
+    let Some(running) = cli::recorded_config(&cfg.server.pid_file) else {
+        return Ok(()); // a gateway that recorded nothing: nothing to compare
+    };
+    let asked = cli::config_identity(&cfg.file);
+    if running == asked {
+        return Ok(());
+    }
+    Err(format!(
+        "not reloading: the running gateway (pid {pid}, {pid_file}) runs from {running}, not \
+         {asked}, and a reload re-reads its own file.\n  \
+         to apply {running}: gateway -s reload -c {running}\n  \
+         to run from {asked}: stop it (gateway -s stop -c {running}), then start it with -c {asked}",
+        pid_file = cfg.server.pid_file.display(),
+        running = running.display(),
+        asked = asked.display(),
+    ))
 }
 
 fn run(cli: &cli::Cli) -> ExitCode {
@@ -166,6 +214,14 @@ fn run(cli: &cli::Cli) -> ExitCode {
         logger.parse_filters(&spec);
     }
     logger.init();
+    // For `-s reload -c FILE`: which file this gateway runs from (see cli::config_record).
+    if let Err(e) = cli::record_config(&cfg.server.pid_file, &cfg.file) {
+        log::warn!(
+            "cannot record the configuration file in {}: {e}",
+            cli::config_record(&cfg.server.pid_file).display()
+        );
+    }
+    trace::init(&cfg.tracing);
     match server::run(cfg, cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

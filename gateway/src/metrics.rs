@@ -35,6 +35,9 @@ pub struct Metrics {
     pub client_timeouts: IntCounterVec,
     pub mcp_requests: IntCounterVec,
     pub mcp_duration: HistogramVec,
+    /// The gateway's own spans (`[tracing]`): exported, or dropped by reason.
+    pub trace_spans_exported: IntCounter,
+    pub trace_spans_dropped: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -176,6 +179,23 @@ impl Metrics {
             &["route", "method", "tool"],
         )
         .expect("startup: valid metric");
+        let trace_spans_exported = IntCounter::new(
+            "gateway_trace_spans_exported_total",
+            "The gateway's spans accepted by the OTLP collector ([tracing])",
+        )
+        .expect("startup: valid metric");
+        let trace_spans_dropped = IntCounterVec::new(
+            Opts::new(
+                "gateway_trace_spans_dropped_total",
+                "The gateway's spans not exported: queue_full (the exporter fell behind), \
+                 export_failed (the collector could not be reached in time or refused them)",
+            ),
+            &["reason"],
+        )
+        .expect("startup: valid metric");
+        for reason in ["queue_full", "export_failed"] {
+            trace_spans_dropped.with_label_values(&[reason]);
+        }
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -193,6 +213,8 @@ impl Metrics {
             Box::new(client_timeouts.clone()),
             Box::new(mcp_requests.clone()),
             Box::new(mcp_duration.clone()),
+            Box::new(trace_spans_exported.clone()),
+            Box::new(trace_spans_dropped.clone()),
         ] {
             registry.register(c).expect("startup: unique metric names");
         }
@@ -221,6 +243,8 @@ impl Metrics {
             client_timeouts,
             mcp_requests,
             mcp_duration,
+            trace_spans_exported,
+            trace_spans_dropped,
         }
     }
 

@@ -214,6 +214,7 @@ impl ProxyHttp for GatewayProxy {
             ctx.conn.tls,
             &ctx.request_id,
         );
+        crate::trace::forward(upstream_request, &ctx.trace);
         if let Some(gate) = ctx.state.as_ref().and_then(|s| s.gate.as_ref()) {
             // The caller the edge authenticated, for backends that keep items per caller;
             // never what a client sent under that name.

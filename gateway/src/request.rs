@@ -94,10 +94,11 @@ pub async fn request_steps(
     Ok(false)
 }
 
-/// Request id, TLS, and the client: behind a trusted proxy the address its header names (nginx's
+/// Request id, trace context, TLS, and the client: behind a trusted proxy the address its header names (nginx's
 /// realip), which zones, splits, hashing, X-Real-IP and the access log all see.
 fn identify_client(session: &Session, ctx: &mut Ctx, state: &State) {
     ctx.request_id = headers::request_id(session.req_header());
+    ctx.trace = crate::trace::start(session.req_header());
     if let Some(ssl) = session.digest().and_then(|d| d.ssl_digest.as_ref()) {
         ctx.conn.tls = true;
         ctx.conn.tls_version = Some(ssl.version.clone());

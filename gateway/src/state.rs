@@ -290,7 +290,16 @@ impl Shared {
         let result = config::load(&self.config_path)
             .map_err(|e| e.to_string())
             .and_then(|cfg| {
-                let next = self.current.load().generation + 1;
+                let running = self.current.load();
+                if cfg.tracing != running.config.tracing {
+                    // The exporter is set up once per process, like the listeners.
+                    log::warn!(
+                        "{}: [tracing] changed: it applies at the next start (or -u upgrade); \
+                         the running gateway keeps its setting",
+                        self.config_path.display()
+                    );
+                }
+                let next = running.generation + 1;
                 State::build_after(Arc::new(cfg), next, Some(&self.current.load()))
             });
         match result {

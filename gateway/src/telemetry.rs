@@ -1,4 +1,5 @@
-//! End of a request: count it in the metrics and write its access-log line.
+//! End of a request: count it in the metrics, hand its span to the exporter (`trace`) and write
+//! its access-log line.
 
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
@@ -72,6 +73,8 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         }
     }
 
+    crate::trace::finish(session.req_header(), ctx, status);
+
     if !access_log::ACCESS.enabled() {
         return;
     }
@@ -97,9 +100,15 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         http::Version::HTTP_3 => "HTTP/3.0",
         _ => "HTTP/1.1",
     };
+    let trace_id = ctx
+        .trace
+        .span
+        .is_set()
+        .then(|| ctx.trace.span.trace_id.hex());
     access_log::ACCESS.write(&Entry {
         ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         request_id: &ctx.request_id,
+        trace_id: trace_id.as_ref().map(|t| t.as_str()),
         client: &ctx.conn.client,
         peer: ctx.conn.peer_ip,
         method: req.method.as_str(),

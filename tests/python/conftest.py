@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -112,6 +111,19 @@ class Backend:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.workspace = workspace
+
+
+def run_gateway(procs: list, conf: Path, admin_port: int) -> Proc:
+    """The gateway on `conf`, once its admin /readyz answers 200 (every route has a healthy
+    backend); the test fails with the gateway's log if it exits or is not ready in 15 s."""
+    proc = Proc("gateway", [str(bin_path("gateway")), "-c", str(conf)])
+    procs.append(proc)
+    deadline = time.monotonic() + 15
+    while http_status(f"http://127.0.0.1:{admin_port}/readyz", timeout=0.5) != 200:
+        if not proc.running() or time.monotonic() > deadline:
+            raise RuntimeError(f"gateway did not become ready:\n{proc.log()}")
+        time.sleep(0.05)
+    return proc
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Backend, Proc, bin_path, free_port, http_status
+from conftest import REPO, Backend, Proc, free_port, run_gateway
 
 CONFORMANCE_DIR = REPO / "tests" / "conformance"
 NODE_HOME = Path(os.environ.get("NODE22_HOME", "/var/cache/mcp-gateway/node22"))
@@ -105,11 +104,5 @@ name = "default"
 path = "/"
 pool = "backend"
 """)
-    proc = Proc("gateway", [str(bin_path("gateway")), "-c", str(conf)])
-    procs.append(proc)
-    deadline = time.monotonic() + 15
-    while http_status(f"http://127.0.0.1:{admin_port}/readyz", timeout=0.5) != 200:
-        if not proc.running() or time.monotonic() > deadline:
-            raise RuntimeError(f"gateway did not become ready:\n{proc.log()}")
-        time.sleep(0.05)
+    proc = run_gateway(procs, conf, admin_port)
     return Gateway(proc, https_port, http_port)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import ssl
-import time
 import urllib.request
 
 import anyio
@@ -19,7 +18,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.sse import sse_client
 
-from conftest import Proc, bin_path, free_port, http_status
+from conftest import free_port, run_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -82,12 +81,7 @@ name = "messages"
 path = "/messages"
 pool = "legacy_sse"
 """)
-    gw = Proc("gateway", [str(bin_path("gateway")), "-c", str(conf)])
-    procs.append(gw)
-    deadline = time.monotonic() + 15
-    while http_status(f"http://127.0.0.1:{admin_port}/readyz", timeout=0.5) != 200:
-        assert gw.running() and time.monotonic() < deadline, gw.log()
-        time.sleep(0.05)
+    run_gateway(procs, conf, admin_port)
 
     ctx = ssl.create_default_context(cafile=str(cert))
 

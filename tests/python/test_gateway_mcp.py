@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import time
 from pathlib import Path
 
 import httpx2
@@ -13,7 +12,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from conftest import Proc, bin_path, free_port, http_status
+from conftest import Proc, free_port, run_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -85,13 +84,7 @@ name = "default"
 path = "/"
 pool = "backend"
 """)
-    proc = Proc("gateway", [str(bin_path("gateway")), "-c", str(conf)])
-    procs.append(proc)
-    deadline = time.monotonic() + 15
-    while http_status(f"http://127.0.0.1:{admin_port}/readyz", timeout=0.5) != 200:
-        if not proc.running() or time.monotonic() > deadline:
-            raise RuntimeError(f"gateway did not become ready:\n{proc.log()}")
-        time.sleep(0.05)
+    proc = run_gateway(procs, conf, admin_port)
     return Gateway(proc, https_port, admin_port, cert)
 
 

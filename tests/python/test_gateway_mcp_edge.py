@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import shutil
 import ssl
 import time
@@ -25,7 +24,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from conftest import Proc, bin_path, free_port, http_status
+from conftest import Proc, free_port, run_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -179,13 +178,7 @@ scopes_supported = ["mcp:read", "mcp:admin"]
 {extra}
 {routes}
 """)
-    proc = Proc("gateway", [str(bin_path("gateway")), "-c", str(conf)])
-    procs.append(proc)
-    deadline = time.monotonic() + 15
-    while http_status(f"http://127.0.0.1:{admin_port}/readyz", timeout=0.5) != 200:
-        if not proc.running() or time.monotonic() > deadline:
-            raise RuntimeError(f"gateway did not become ready:\n{proc.log()}")
-        time.sleep(0.05)
+    proc = run_gateway(procs, conf, admin_port)
     return Edge(proc, https_port, admin_port, cert, tmp)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Proc, bin_path, free_port, http_status
+from conftest import REPO, Proc, free_port, http_status, run_gateway
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
                                 reason="prometheus not installed (scripts/setup.sh test installs it)")
@@ -63,13 +63,7 @@ name = "all"
 path = "/"
 pool = "backend"
 """)
-    gw = Proc("gateway", [str(bin_path("gateway")), "-c", str(conf)])
-    procs.append(gw)
-    deadline = time.monotonic() + 15
-    while http_status(f"http://127.0.0.1:{admin_port}/readyz") != 200:
-        assert gw.running(), gw.log()
-        assert time.monotonic() < deadline, "gateway not ready:\n" + gw.log()
-        time.sleep(0.1)
+    run_gateway(procs, conf, admin_port)
     # Some traffic through the gateway so request counters exist.
     for _ in range(5):
         assert http_status(f"http://127.0.0.1:{http_port}/healthz") == 200

@@ -163,6 +163,24 @@ impl Gateway {
         crate::curl(&args)
     }
 
+    /// A JSON-RPC POST to /mcp over TLS (revision 2025-11-25 headers), plus `extra` curl args.
+    pub fn mcp_post(&self, extra: &[&str], body: &str) -> crate::CurlOut {
+        let mut args = vec![
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "accept: application/json, text/event-stream",
+            "-H",
+            "mcp-protocol-version: 2025-11-25",
+            "--data-binary",
+            body,
+        ];
+        args.extend_from_slice(extra);
+        self.curl_https("/mcp", &args)
+    }
+
     /// The admin /status document.
     pub fn status(&self) -> serde_json::Value {
         crate::curl(&[&self.admin("/status")]).json()
@@ -368,33 +386,17 @@ fn peer_connection(
     mode: PeerMode,
     counts: &std::sync::Mutex<PeerCounts>,
 ) {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Read, Write};
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
         Err(_) => return,
     };
     let mut reader = BufReader::new(stream);
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        let Some(head) = crate::http1::read_head(&mut reader) else {
             return;
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let mut body_len = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            if h == "\r\n" || h == "\n" {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.trim().eq_ignore_ascii_case("content-length") {
-                    body_len = v.trim().parse().unwrap_or(0);
-                }
-            }
-        }
+        };
+        let (path, body_len) = (head.path.as_str(), head.content_length());
         let health = path == "/healthz" || path.starts_with("/healthz?");
         {
             let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());

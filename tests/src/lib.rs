@@ -301,6 +301,8 @@ pub fn curl(args: &[&str]) -> CurlOut {
     }
 }
 pub mod gateway;
+pub mod http1;
+pub mod otlp;
 pub mod postgres;
 pub mod stores;
 pub mod tool_calls;

@@ -344,6 +344,7 @@ fn auth_with_bearer_tokens() {
         "/health/live",
         "/health/ready",
         "/metrics",
+        "/security/metrics",
     ] {
         let out = curl(&[&format!("{}{path}", b.url)]);
         assert_eq!(out.status, 200, "{path} without a token: {}", out.body);
@@ -546,6 +547,7 @@ fn metrics_use_the_seed_names_with_route_patterns() {
     curl(&[&format!("{}/some/random/path/12345", b.url)]);
     let out = curl(&[&format!("{}/metrics", b.url)]);
     assert_eq!(out.status, 200);
+    let content_type = out.header("content-type").map(str::to_string);
     let text = out.body;
     for name in [
         "http_server_requests_total",
@@ -570,6 +572,17 @@ fn metrics_use_the_seed_names_with_route_patterns() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // The same exposition where the user's compose file scrapes it: the same metric families.
+    let families = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    let security = curl(&[&format!("{}/security/metrics", b.url)]);
+    assert_eq!(security.status, 200);
+    assert_eq!(security.header("content-type"), content_type.as_deref());
+    assert_eq!(families(&security.body), families(&text));
     assert!(text.contains(r#"route="/tools/execute""#));
     assert!(text.contains(r#"route="unmatched""#));
     assert!(!text.contains("12345"), "raw paths never become labels");

@@ -11,20 +11,7 @@ use e2e::{workspace_copy, Backend};
 use serde_json::{json, Value};
 
 fn call(gw: &Gateway, extra: &[&str], body: &str) -> e2e::CurlOut {
-    let mut args = vec![
-        "-X",
-        "POST",
-        "-H",
-        "content-type: application/json",
-        "-H",
-        "accept: application/json, text/event-stream",
-        "-H",
-        "mcp-protocol-version: 2025-11-25",
-        "--data-binary",
-        body,
-    ];
-    args.extend_from_slice(extra);
-    gw.curl_https("/mcp", &args)
+    gw.mcp_post(extra, body)
 }
 
 fn mcp_count(gw: &Gateway, method: &str, tool: &str, outcome: &str) -> f64 {

@@ -6,14 +6,17 @@
 
 mod hosts;
 mod oauth;
+mod otel;
 mod vars;
 
 pub use hosts::{is_loopback_host, normalize_origin, parse_authority, AllowedHosts, HostPattern};
 pub use oauth::{OAuthResource, OAUTH_METADATA_PATH};
+pub use otel::Otel;
 pub use vars::{help_text, VarDoc, VARS};
 
 use hosts::allowed_hosts_from;
 use oauth::oauth_from;
+use otel::otel_from;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,6 +59,8 @@ pub struct Config {
     pub database_timeout: Duration,
     /// TRUSTED_CALLER_HEADER, lower case; None = callers come from tokens only.
     pub trusted_caller_header: Option<http::HeaderName>,
+    /// OTEL_ENABLED and the OTLP exporter's variables; None = no spans.
+    pub otel: Option<Otel>,
 }
 
 /// A rejected variable: which one and why.
@@ -207,6 +212,7 @@ impl Config {
                 })
             }
         };
+        let otel = otel_from(&var)?;
         let oauth = oauth_from(
             var("OAUTH_RESOURCE"),
             list(&var("OAUTH_AUTHORIZATION_SERVERS")),
@@ -237,6 +243,7 @@ impl Config {
             database_pool_size,
             database_timeout: Duration::from_millis(database_timeout_ms),
             trusted_caller_header,
+            otel,
         })
     }
 }

@@ -245,3 +245,65 @@ fn database_url_and_pool_are_checked() {
     let c = cfg(&[("TOOLS", "memory")]).unwrap();
     assert_eq!(c.tool_families, vec![crate::tools::Family::Memory]);
 }
+
+#[test]
+fn otel_variables() {
+    assert!(cfg(&[]).unwrap().otel.is_none());
+    // Off: the others are not even read.
+    let c = cfg(&[
+        ("OTEL_ENABLED", "false"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "nonsense"),
+    ])
+    .unwrap();
+    assert!(c.otel.is_none());
+    let o = cfg(&[("OTEL_ENABLED", "true")]).unwrap().otel.unwrap();
+    assert_eq!(o.endpoint.url, "http://localhost:4318/v1/traces");
+    assert_eq!(o.service_name, crate::SERVICE_NAME);
+    assert_eq!(o.timeout, Duration::from_secs(10));
+    let o = cfg(&[
+        ("OTEL_ENABLED", "TRUE"),
+        ("OTEL_SERVICE_NAME", "task-mcp-http"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://otel-collector:4318/v1/traces",
+        ),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:4318"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+    ])
+    .unwrap()
+    .otel
+    .unwrap();
+    assert_eq!(o.endpoint.url, "http://otel-collector:4318/v1/traces");
+    assert_eq!(o.service_name, "task-mcp-http");
+    assert_eq!(o.timeout, Duration::from_millis(2500));
+    let o = cfg(&[
+        ("OTEL_ENABLED", "1"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+    ])
+    .unwrap()
+    .otel
+    .unwrap();
+    assert_eq!(o.endpoint.url, "http://collector:4318/v1/traces");
+
+    let e = cfg(&[("OTEL_ENABLED", "maybe")]).unwrap_err();
+    assert_eq!(e.var, "OTEL_ENABLED");
+    let e = cfg(&[
+        ("OTEL_ENABLED", "true"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://x/v1/traces"),
+    ])
+    .unwrap_err();
+    assert_eq!(e.var, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    assert!(e.reason.contains("https is not supported"), "{}", e.reason);
+    let e = cfg(&[
+        ("OTEL_ENABLED", "true"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "x"),
+    ])
+    .unwrap_err();
+    assert_eq!(e.var, "OTEL_EXPORTER_OTLP_ENDPOINT");
+    let e = cfg(&[
+        ("OTEL_ENABLED", "true"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "5"),
+    ])
+    .unwrap_err();
+    assert_eq!(e.var, "OTEL_EXPORTER_OTLP_TIMEOUT");
+}

@@ -172,6 +172,34 @@ pub const VARS: &[VarDoc] = &[
                addresses only (the gateway's [auth] caller_header) and only on a request whose \
                bearer token is valid: the caller the todo tools see behind the gateway",
     },
+    VarDoc {
+        name: "OTEL_ENABLED",
+        default: "false",
+        help: "true: a span per HTTP request (continuing the caller's W3C traceparent) and per \
+               tool call, exported over OTLP/HTTP JSON",
+    },
+    VarDoc {
+        name: "OTEL_SERVICE_NAME",
+        default: "task-mcp-backend",
+        help: "the spans' service.name",
+    },
+    VarDoc {
+        name: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        default: "http://localhost:4318/v1/traces",
+        help: "http:// URL the spans are POSTed to, used as given (path included)",
+    },
+    VarDoc {
+        name: "OTEL_EXPORTER_OTLP_ENDPOINT",
+        default: "(empty)",
+        help: "base URL for every signal when the traces endpoint is unset: /v1/traces is \
+               appended",
+    },
+    VarDoc {
+        name: "OTEL_EXPORTER_OTLP_TIMEOUT",
+        default: "10000",
+        help: "milliseconds one export may take; a batch that fails is dropped and counted in \
+               trace_spans_dropped_total",
+    },
 ];
 
 /// The text of `backend --help`.

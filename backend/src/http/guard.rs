@@ -1,6 +1,6 @@
 //! Who may call: Host validation (ALLOWED_HOSTS), Origin validation and CORS
 //! (ALLOWED_ORIGINS), bearer auth (AUTH_TOKENS, constant-time compare), and the per-key rate
-//! limit (RATE_LIMIT). Health probes and /metrics are open: probes and Prometheus carry no
+//! limit (RATE_LIMIT). Health probes and /metrics (also /security/metrics) are open: probes and Prometheus carry no
 //! token, and they are called by address.
 //!
 //! Without auth the rate-limit key is the client IP (see `observe::client_ip` for how a
@@ -35,12 +35,17 @@ const EXPOSE_HEADERS: &str =
     "Mcp-Session-Id, Mcp-Protocol-Version, X-Request-ID, Retry-After, WWW-Authenticate";
 const ALLOW_HEADERS: &str =
     "Authorization, Content-Type, Accept, Mcp-Session-Id, Mcp-Protocol-Version, \
-                             Mcp-Method, Mcp-Name, Last-Event-ID, X-Request-ID";
+                             Mcp-Method, Mcp-Name, Last-Event-ID, X-Request-ID, Traceparent, \
+                             Tracestate";
 const ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
 
-fn is_open_path(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics")
-        || path == "/health"
+/// Health probes, metrics and the OAuth metadata: no token, no Host or Origin check (and no
+/// span: `observe`).
+pub(crate) fn is_open_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/security/metrics"
+    ) || path == "/health"
         || path.starts_with("/health/")
         || path.starts_with(crate::config::OAUTH_METADATA_PATH)
 }

@@ -1,7 +1,8 @@
 //! Probes and metrics, all open (no token): `/healthz` and `/health/live` (the process
 //! answers), `/readyz` and `/health/ready` (the workspace is readable, the task store, when
 //! the todo family is on, answers, and we are not draining, else 503), `/health` (the existing server's shape plus details), `/health/metrics` (a JSON summary) and
-//! `/metrics` (Prometheus text).
+//! `/metrics` (Prometheus text; also on `/security/metrics`, where the user's compose file
+//! scrapes it).
 
 use super::reply;
 use super::AppState;

@@ -4,7 +4,7 @@
 //! limit, and handed on as bytes.
 
 use super::body::read_limited;
-use super::reply::{self, RequestId, ToolLabel};
+use super::reply::{self, McpMethodLabel, RequestId, ToolLabel};
 use super::task_api;
 use super::AppState;
 use crate::api_error::ApiError;
@@ -86,8 +86,9 @@ impl<'de> Deserialize<'de> for ObjectOrNull {
 }
 
 enum Kind {
-    /// A valid JSON-RPC message; the tool name when it is a `tools/call`.
-    JsonRpc(Option<String>),
+    /// A valid JSON-RPC message: its method (`otlp::semconv::mcp_method_name`), and the tool name
+    /// when it is a `tools/call`.
+    JsonRpc(&'static str, Option<String>),
     /// A JSON array: a JSON-RPC batch.
     Batch(Vec<serde_json::Value>),
     /// JSON-RPC that rmcp would misread: answered here.
@@ -108,10 +109,11 @@ fn classify(bytes: &[u8]) -> Kind {
             && !matches!(p.id, Some(None))
             && (!tools_call || p.params.as_ref().is_some_and(|pp| pp.name.is_some()));
         if well_formed {
+            let method = otlp::semconv::mcp_method_name(p.method.as_deref().unwrap_or(""));
             let tool = tools_call
                 .then(|| p.params.and_then(|pp| pp.name).map(|n| n.into_owned()))
                 .flatten();
-            return Kind::JsonRpc(tool);
+            return Kind::JsonRpc(method, tool);
         }
     }
     match serde_json::from_slice::<serde_json::Value>(bytes) {
@@ -131,10 +133,11 @@ fn classify_value(v: serde_json::Value) -> Kind {
         }
         v => match wire::check(&v) {
             Ok(()) => {
+                let method = otlp::semconv::mcp_method_name(v["method"].as_str().unwrap_or(""));
                 let tool = (v["method"] == "tools/call")
                     .then(|| v["params"]["name"].as_str().map(str::to_string))
                     .flatten();
-                Kind::JsonRpc(tool)
+                Kind::JsonRpc(method, tool)
             }
             Err(r) => Kind::Invalid(r),
         },
@@ -171,7 +174,7 @@ pub async fn post_mcp(State(state): State<Arc<AppState>>, req: Request) -> Respo
         Err(e) => return reply::error(&e, &rid),
     };
     match classify(&bytes) {
-        Kind::JsonRpc(tool) => {
+        Kind::JsonRpc(method, tool) => {
             let label = tool.as_deref().and_then(|t| state.exec.tool_name(t));
             let req = Request::from_parts(parts, Body::from(bytes));
             let resp = state.mcp.handle(req).await.map(Body::new);
@@ -179,11 +182,18 @@ pub async fn post_mcp(State(state): State<Arc<AppState>>, req: Request) -> Respo
             if let Some(t) = label {
                 resp.extensions_mut().insert(ToolLabel(t));
             }
+            resp.extensions_mut().insert(McpMethodLabel(method));
             resp
         }
         Kind::Batch(items) => batch(&state, parts, items, &rid).await,
         Kind::Invalid(r) => refusal(&r),
-        Kind::TaskApi => task_api::ndjson_call(state.clone(), &bytes, rid, caller_of(&parts)),
+        Kind::TaskApi => task_api::ndjson_call(
+            state.clone(),
+            &bytes,
+            rid,
+            caller_of(&parts),
+            parts.extensions.get().copied(),
+        ),
         Kind::Malformed(e) if is_mcp_client(&parts.headers) => refusal(&Refusal::parse_error(&e)),
         Kind::Malformed(e) => reply::error(
             &ApiError::bad_request(format!("request body is not valid JSON: {e}"))
@@ -248,6 +258,9 @@ async fn batch(
         *one.headers_mut() = parts.headers.clone();
         if let Some(c) = parts.extensions.get::<Caller>() {
             one.extensions_mut().insert(c.clone());
+        }
+        if let Some(span) = parts.extensions.get::<crate::trace::RequestSpan>() {
+            one.extensions_mut().insert(*span);
         }
         one.headers_mut().remove(header::CONTENT_LENGTH);
         let resp = state.mcp.handle(one).await.map(Body::new);
@@ -379,7 +392,7 @@ mod tests {
     fn classifies_bodies() {
         assert!(matches!(
             classify(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"change.open","arguments":{}}}"#),
-            Kind::JsonRpc(Some(ref t)) if t == "change.open"
+            Kind::JsonRpc("tools/call", Some(ref t)) if t == "change.open"
         ));
         assert!(matches!(
             classify(br#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}"#),
@@ -387,7 +400,7 @@ mod tests {
         ));
         assert!(matches!(
             classify(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
-            Kind::JsonRpc(None)
+            Kind::JsonRpc("ping", None)
         ));
         assert!(matches!(
             classify(br#"[{"jsonrpc":"2.0"}]"#),

@@ -112,6 +112,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health::summary))
         .route("/health/metrics", get(health::health_metrics))
         .route("/metrics", get(health::metrics))
+        // The same exposition where the user's compose file scrapes it.
+        .route("/security/metrics", get(health::metrics))
         .route(crate::config::OAUTH_METADATA_PATH, get(oauth::metadata))
         .route(
             "/.well-known/oauth-protected-resource/{*resource}",

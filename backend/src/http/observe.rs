@@ -1,11 +1,12 @@
 //! Per-request bookkeeping: the request id (a valid incoming `X-Request-ID` is kept, anything
 //! else is replaced by a UUID; always returned), HTTP metrics labelled by the matched route
-//! pattern, streaming metrics, and one JSON access-log line per request on stdout.
+//! pattern, streaming metrics, the request's span (`trace`, OTEL_ENABLED), and one JSON
+//! access-log line per request on stdout (with the W3C trace id when there is one).
 //!
 //! The line and the duration are taken when the response body is finished or dropped, so a
 //! stream is logged once, with its real length, duration and whether it ran to its end.
 
-use super::reply::{RequestId, ToolLabel};
+use super::reply::{McpMethodLabel, RequestId, ToolLabel};
 use super::AppState;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -82,6 +83,20 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
         _ => Arc::from(uuid::Uuid::new_v4().to_string()),
     };
     req.extensions_mut().insert(RequestId(request_id.clone()));
+    // The request's span (OTEL_ENABLED), continuing the caller's traceparent; probes and
+    // scrapes (every few seconds, from every prober) are not traced.
+    let span = if super::guard::is_open_path(req.uri().path()) {
+        None
+    } else {
+        crate::trace::start_request(req.headers())
+    };
+    let trace_id = match span {
+        Some((s, _)) => Some(s.trace_id),
+        None => crate::trace::incoming_trace_id(req.headers()),
+    };
+    if let Some((s, _)) = span {
+        req.extensions_mut().insert(crate::trace::RequestSpan(s));
+    }
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -128,6 +143,9 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
         status: resp.status().as_u16(),
         request_id,
         tool: resp.extensions().get::<ToolLabel>().map(|t| t.0),
+        mcp_method: resp.extensions().get::<McpMethodLabel>().map(|m| m.0),
+        span,
+        trace_id,
         client,
         started,
         stream,
@@ -150,6 +168,10 @@ struct Finish {
     status: u16,
     request_id: Arc<str>,
     tool: Option<&'static str>,
+    mcp_method: Option<&'static str>,
+    /// The request's span and its start (unix ns), when spans are exported.
+    span: Option<(otlp::SpanContext, u64)>,
+    trace_id: Option<otlp::TraceId>,
     client: String,
     started: Instant,
     stream: Option<&'static str>,
@@ -188,12 +210,28 @@ impl Drop for Finish {
         m.http_duration
             .with_label_values(&[self.method.as_str(), &self.route])
             .observe(elapsed.as_secs_f64());
+        if let Some((span, start)) = self.span {
+            crate::trace::end_request(crate::trace::RequestDone {
+                span,
+                start,
+                method: self.method.as_str(),
+                route: &self.route,
+                path: &self.path,
+                status: self.status,
+                mcp_method: self.mcp_method,
+                tool: self.tool,
+                client: &self.client,
+                completed: self.ended,
+            });
+        }
         if !self.state.config.access_log {
             return;
         }
+        let trace_id = self.trace_id.map(|t| t.hex());
         let line = AccessLine {
             ts: crate::api_error::timestamp(),
             request_id: &self.request_id,
+            trace_id: trace_id.as_ref().map(|t| t.as_str()),
             method: self.method.as_str(),
             path: &self.path,
             route: &self.route,
@@ -217,6 +255,10 @@ impl Drop for Finish {
 struct AccessLine<'a> {
     ts: String,
     request_id: &'a str,
+    /// The W3C trace id: the caller's valid `traceparent`'s, or the trace this request's span
+    /// started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
     method: &'a str,
     path: &'a str,
     route: &'a str,

@@ -16,6 +16,11 @@ pub struct RequestId(pub Arc<str>);
 #[derive(Clone, Copy, Debug)]
 pub struct ToolLabel(pub &'static str);
 
+/// The JSON-RPC method of an MCP request (`otlp::semconv::mcp_method_name`), put on the response for
+/// the request's span.
+#[derive(Clone, Copy, Debug)]
+pub struct McpMethodLabel(pub &'static str);
+
 pub fn request_id_of(req: &Request) -> Arc<str> {
     req.extensions()
         .get::<RequestId>()

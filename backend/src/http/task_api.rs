@@ -21,6 +21,7 @@ use super::AppState;
 use crate::api_error::{epoch_ms, ApiError, ErrorObject, API_VERSION};
 use crate::caller::Caller;
 use crate::exec::ProgressUpdate;
+use crate::trace::RequestSpan;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -179,14 +180,14 @@ enum Format {
 }
 
 /// Runs the call and writes its events to `tx` until the result (or the client leaves, or the
-/// shutdown grace period ends).
+/// shutdown grace period ends), for the caller and under the request's span (`trace`).
 async fn stream_call(
     state: Arc<AppState>,
     tool: &'static str,
     input: Value,
     rid: Arc<str>,
     format: Format,
-    caller: Caller,
+    (caller, span): (Caller, Option<RequestSpan>),
     tx: mpsc::Sender<Bytes>,
 ) {
     if let Format::Ndjson = format {
@@ -200,7 +201,7 @@ async fn stream_call(
     }
     let (ptx, mut prx) = mpsc::unbounded_channel::<ProgressUpdate>();
     let exec = state.exec.clone();
-    let call = async move { exec.call(tool, input, &caller, Some(ptx)).await };
+    let call = async move { exec.call(tool, input, &caller, Some(ptx), span).await };
     tokio::pin!(call);
     let heartbeat = state.config.heartbeat;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
@@ -258,6 +259,7 @@ async fn stream_call(
 pub async fn post_sse(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let rid = reply::request_id_of(&req);
     let caller = caller_of(&req);
+    let span = req.extensions().get::<RequestSpan>().copied();
     let (tool, input) = match read_call(&state, req, "input").await {
         Ok(call) => call,
         Err(e) => return reply::error(&e, &rid),
@@ -269,14 +271,20 @@ pub async fn post_sse(State(state): State<Arc<AppState>>, req: Request) -> Respo
         input,
         rid,
         Format::Sse,
-        caller,
+        (caller, span),
         tx,
     ));
     streaming_response("text/event-stream", rx, tool)
 }
 
 /// `POST /mcp {"tool","input"}`: called by `mcp_entry` with the body it already read.
-pub fn ndjson_call(state: Arc<AppState>, bytes: &[u8], rid: Arc<str>, caller: Caller) -> Response {
+pub fn ndjson_call(
+    state: Arc<AppState>,
+    bytes: &[u8],
+    rid: Arc<str>,
+    caller: Caller,
+    span: Option<RequestSpan>,
+) -> Response {
     let (tool, input) = match call_from_bytes(&state, bytes, "input") {
         Ok(call) => call,
         Err(e) => return reply::error(&e, &rid),
@@ -288,7 +296,7 @@ pub fn ndjson_call(state: Arc<AppState>, bytes: &[u8], rid: Arc<str>, caller: Ca
         input,
         rid,
         Format::Ndjson,
-        caller,
+        (caller, span),
         tx,
     ));
     streaming_response("application/x-ndjson", rx, tool)
@@ -349,8 +357,9 @@ pub async fn execute(
     req: Request,
 ) -> Response {
     let caller = caller_of(&req);
+    let span = req.extensions().get::<RequestSpan>().copied();
     match read_call(&state, req, "args").await {
-        Ok((tool, input)) => answer_call(&state, tool, input, &caller, &rid).await,
+        Ok((tool, input)) => answer_call(&state, tool, input, &caller, span, &rid).await,
         Err(e) => reply::error(&e, &rid),
     }
 }
@@ -363,6 +372,7 @@ pub async fn execute_named(
     req: Request,
 ) -> Response {
     let caller = caller_of(&req);
+    let span = req.extensions().get::<RequestSpan>().copied();
     let Some(tool) = state.exec.tool_name(&name) else {
         return reply::error(&ApiError::unknown_tool(&name), &rid);
     };
@@ -387,7 +397,7 @@ pub async fn execute_named(
             }
         }
     };
-    answer_call(&state, tool, input, &caller, &rid).await
+    answer_call(&state, tool, input, &caller, span, &rid).await
 }
 
 /// Runs a plain-JSON call: `{"apiVersion","tool","result"}` or the envelope.
@@ -396,9 +406,10 @@ async fn answer_call(
     tool: &'static str,
     input: Value,
     caller: &Caller,
+    span: Option<RequestSpan>,
     rid: &str,
 ) -> Response {
-    let mut resp = match state.exec.call(tool, input, caller, None).await {
+    let mut resp = match state.exec.call(tool, input, caller, None, span).await {
         Ok(out) => {
             let body = to_json(&ResultEvent {
                 api_version: API_VERSION,

@@ -184,14 +184,17 @@ impl ServerHandler for McpHandler {
             }
         };
 
-        let caller = context
-            .extensions
-            .get::<http::request::Parts>()
+        let parts = context.extensions.get::<http::request::Parts>();
+        let caller = parts
             .and_then(|p| p.extensions.get::<Caller>())
             .or(self.session_caller.as_ref())
             .cloned()
             .unwrap_or_else(Caller::anonymous);
-        let result = self.exec.call(name, input, &caller, progress_tx).await;
+        let span = parts.and_then(|p| p.extensions.get::<crate::trace::RequestSpan>().copied());
+        let result = self
+            .exec
+            .call(name, input, &caller, progress_tx, span)
+            .await;
         if let Some(task) = forwarder {
             match &result {
                 // A timed-out call still holds the sender on the blocking pool: do not wait.

@@ -23,6 +23,7 @@ const TOP_KEYS: &[&str] = &[
     "zones",
     "splits",
     "auth",
+    "tracing",
     "routes",
 ];
 
@@ -41,6 +42,7 @@ pub fn config(ctx: &mut Ctx, root: &Table, file: PathBuf) -> Option<Config> {
     let zones = routes::zones(ctx, &top);
     let splits = routes::splits(ctx, &top);
     let auth = super::auth::auth(ctx, top.get("auth"));
+    let tracing = tracing(ctx, top.get("tracing").unwrap_or(&empty));
     let routes = routes::routes(ctx, &top, &headers);
     if let Some(a) = auth
         .as_ref()
@@ -78,7 +80,41 @@ pub fn config(ctx: &mut Ctx, root: &Table, file: PathBuf) -> Option<Config> {
         zones,
         splits,
         auth: auth?,
+        tracing: tracing?,
         routes,
+    })
+}
+
+/// `[tracing]`: the OTLP export of the gateway's spans.
+fn tracing(ctx: &mut Ctx, v: &toml::Value) -> Option<Tracing> {
+    let allowed = ["otlp_traces_endpoint", "service_name", "export_timeout"];
+    let s = Section::new(&mut ctx.errs, "tracing".into(), v, &allowed)?;
+    let e = &mut ctx.errs;
+    let otlp_traces_endpoint = match s.str(e, "otlp_traces_endpoint") {
+        None => None,
+        Some(url) => match otlp::Endpoint::parse(url) {
+            Ok(ep) => Some(ep),
+            Err(why) => {
+                e.add(s.key("otlp_traces_endpoint"), why);
+                None
+            }
+        },
+    };
+    let service_name = s.str_or(e, "service_name", "gateway");
+    if service_name.trim().is_empty() {
+        e.add(s.key("service_name"), "empty");
+    }
+    let export_timeout = s.duration_or(e, "export_timeout", otlp::export::DEFAULT_TIMEOUT);
+    if export_timeout < Duration::from_millis(100) {
+        e.add(
+            s.key("export_timeout"),
+            format!("{export_timeout:?} is too short (100ms at least)"),
+        );
+    }
+    Some(Tracing {
+        otlp_traces_endpoint,
+        service_name,
+        export_timeout,
     })
 }
 

@@ -35,6 +35,8 @@ pub struct Config {
     pub splits: BTreeMap<String, Split>,
     /// `[auth]`: callers of routes with `auth = true` and what they may call.
     pub auth: Auth,
+    /// `[tracing]`: the gateway's own spans (W3C trace context is propagated regardless).
+    pub tracing: Tracing,
     /// Routes in file order. Matching: an exact `path` first, then the longest prefix, among
     /// routes whose `host` matches (or have none); see `routing::Router`.
     pub routes: Vec<Route>,
@@ -66,6 +68,20 @@ pub struct Server {
     /// the hard limit, so the connections the gateway holds are bounded by the hard limit
     /// (each client connection is one descriptor, each upstream connection another).
     pub worker_rlimit_nofile: Option<u64>,
+}
+
+/// `[tracing]`: every request continues the client's W3C `traceparent` (or starts a trace) and
+/// passes it upstream, and its trace id is logged; with an endpoint the gateway also exports its
+/// own span of each request. Read at start: a reload keeps the running setting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    /// OTLP/HTTP traces endpoint (`http://collector:4318/v1/traces`), used as written. None:
+    /// no spans are exported. Default none.
+    pub otlp_traces_endpoint: Option<otlp::Endpoint>,
+    /// The spans' `service.name`. Default `gateway`.
+    pub service_name: String,
+    /// Deadline of one export POST. Default 10s (OTLP's default).
+    pub export_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

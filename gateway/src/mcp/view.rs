@@ -105,39 +105,13 @@ struct PeekParams<'a> {
     name: Option<Cow<'a, str>>,
 }
 
-/// MCP's methods (2025-03-26 through 2026-07-28); anything else is "other".
-const METHODS: &[&str] = &[
-    "initialize",
-    "ping",
-    "server/discover",
-    "tools/list",
-    "tools/call",
-    "prompts/list",
-    "prompts/get",
-    "resources/list",
-    "resources/read",
-    "resources/templates/list",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "subscriptions/listen",
-    "completion/complete",
-    "logging/setLevel",
-    "notifications/initialized",
-    "notifications/cancelled",
-    "notifications/progress",
-    "notifications/roots/list_changed",
-];
-
+/// MCP's own methods (OpenTelemetry's `mcp.method.name` values); anything else is "other".
 pub fn is_method(m: &str) -> bool {
-    METHODS.contains(&m)
+    otlp::semconv::mcp_method(m).is_some()
 }
 
 pub fn method_label(m: &str) -> &'static str {
-    METHODS
-        .iter()
-        .find(|k| **k == m)
-        .copied()
-        .unwrap_or("other")
+    otlp::semconv::mcp_method_name(m)
 }
 
 #[derive(Default)]

@@ -225,3 +225,35 @@ fn limits_default_to_nginx_buffers_and_are_checked() {
         "more than header_total_size",
     );
 }
+
+#[test]
+fn tracing_section() {
+    let c = ok(MINIMAL);
+    assert!(c.tracing.otlp_traces_endpoint.is_none());
+    assert_eq!(c.tracing.service_name, "gateway");
+    assert_eq!(c.tracing.export_timeout, Duration::from_secs(10));
+    let c = ok(&format!(
+        "{MINIMAL}\n[tracing]\notlp_traces_endpoint = \"http://collector:4318/v1/traces\"\n\
+         service_name = \"edge\"\nexport_timeout = \"2s\"\n"
+    ));
+    let ep = c.tracing.otlp_traces_endpoint.expect("endpoint");
+    assert_eq!(ep.url, "http://collector:4318/v1/traces");
+    assert_eq!(c.tracing.service_name, "edge");
+    assert_eq!(c.tracing.export_timeout, Duration::from_secs(2));
+    let errs = errors(&format!(
+        "{MINIMAL}\n[tracing]\notlp_traces_endpoint = \"https://collector:4318/v1/traces\"\n\
+         service_name = \"\"\nexport_timeout = \"1ms\"\nsampler = \"always\"\n"
+    ));
+    has(
+        &errs,
+        "tracing.otlp_traces_endpoint",
+        "https is not supported",
+    );
+    has(&errs, "tracing.service_name", "empty");
+    has(&errs, "tracing.export_timeout", "too short");
+    has(&errs, "tracing.sampler", "");
+    let errs = errors(&format!(
+        "{MINIMAL}\n[tracing]\notlp_traces_endpoint = \"collector:4318\"\n"
+    ));
+    has(&errs, "tracing.otlp_traces_endpoint", "not an http:// URL");
+}
