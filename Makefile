@@ -10,7 +10,7 @@ endif
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test test-containers build image compose-up compose-down lint bench bench-backend bench-gateway bench-store bench-containers bench-cost bench-connections bench-streams bench-design setup clean-run
+.PHONY: run test test-containers build image compose-up compose-down lint bench bench-backend bench-gateway bench-store bench-containers bench-cost bench-connections bench-heap bench-streams bench-design setup clean-run
 
 build:
 	bash scripts/setup.sh run
@@ -84,6 +84,13 @@ bench-connections:
 	bash scripts/setup.sh bench
 	$(CARGO) build --release --workspace --bins
 	python3 bench/connections.py
+
+# What a connection's memory is: heap bytes per connection by allocation site, the gateway under
+# valgrind's DHAT with the system allocator (bench/heap.py; its own build in target/heap).
+bench-heap:
+	bash scripts/setup.sh bench
+	$(CARGO) build --release --workspace --bins
+	python3 bench/heap.py
 
 # 8,000 open SSE streams with 1 s heartbeats while tool calls run: gateway vs nginx (bench/streams.py).
 bench-streams:

@@ -1,6 +1,7 @@
 //! `gateway`: a Pingora reverse proxy that replaces nginx in front of MCP tool servers.
 //! See `gateway --help` and conf/local.toml for the configuration reference.
 
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

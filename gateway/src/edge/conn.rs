@@ -164,25 +164,7 @@ impl ClientConn {
     /// earlier one is left to fire and re-armed then: about one timer reset per timeout period
     /// rather than one per request.
     fn poll_deadline(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
-        let timer = match &mut self.timer {
-            Some(t) => {
-                if t.deadline() > deadline {
-                    t.as_mut().reset(deadline);
-                }
-                t
-            }
-            None => self
-                .timer
-                .insert(Box::pin(tokio::time::sleep_until(deadline))),
-        };
-        loop {
-            match std::future::Future::poll(timer.as_mut(), cx) {
-                Poll::Ready(()) if Instant::now() >= deadline => return Poll::Ready(()),
-                // Fired for an earlier deadline: wait for this one.
-                Poll::Ready(()) => timer.as_mut().reset(deadline),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        poll_timer(&mut self.timer, deadline, cx)
     }
 
     /// The deadline passed: end the wait as nginx does. Between requests (and before the first
@@ -206,6 +188,32 @@ impl ClientConn {
                 io::ErrorKind::TimedOut,
                 "client_header_timeout: the request header did not arrive in time",
             )))
+        }
+    }
+}
+
+/// [`ClientConn::poll_deadline`] on the connection's timer alone (so that it can be polled
+/// while the stream is borrowed).
+fn poll_timer(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    deadline: Instant,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let timer = match timer {
+        Some(t) => {
+            if t.deadline() > deadline {
+                t.as_mut().reset(deadline);
+            }
+            t
+        }
+        None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+    };
+    loop {
+        match std::future::Future::poll(timer.as_mut(), cx) {
+            Poll::Ready(()) if Instant::now() >= deadline => return Poll::Ready(()),
+            // Fired for an earlier deadline: wait for this one.
+            Poll::Ready(()) => timer.as_mut().reset(deadline),
+            Poll::Pending => return Poll::Pending,
         }
     }
 }
@@ -376,6 +384,27 @@ impl Peek for ClientConn {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
     }
+
+    /// Pingora waits here before it allocates the next request's header buffer. The clock
+    /// runs while it waits: at the deadline the wait ends, and the read that follows expires
+    /// the connection as any read past it does.
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        let Some(deadline) = self.deadline_for_read() else {
+            return self.inner.wait_readable().await;
+        };
+        if Instant::now() >= deadline {
+            return Ok(());
+        }
+        let ClientConn { inner, timer, .. } = self;
+        let mut wait = inner.wait_readable();
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = wait.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            poll_timer(timer, deadline, cx).map(Ok)
+        })
+        .await
+    }
 }
 
 impl std::fmt::Debug for ClientConn {
@@ -412,5 +441,66 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Clocked<A> {
 
     async fn cleanup(&self) {
         self.app.cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A client socket and the gateway's side of it, clocked.
+    async fn pair(header: Duration, keepalive: Duration) -> (TcpStream, ClientConn) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(server));
+        (client, ClientConn::new(stream, header, keepalive))
+    }
+
+    #[tokio::test]
+    async fn the_wait_for_a_request_ends_when_bytes_arrive_and_reads_nothing() {
+        let (mut client, mut conn) = pair(Duration::from_secs(30), Duration::from_secs(30)).await;
+        let waiting = tokio::spawn(async move {
+            conn.wait_readable().await.unwrap();
+            conn
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "returned before any byte arrived");
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut conn = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the wait saw the bytes")
+            .unwrap();
+        // Nothing was consumed: the read that follows gets every byte.
+        let mut got = [0u8; 16];
+        conn.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"GET / HTTP/1.1\r\n");
+        assert_eq!(conn.phase.load(Ordering::Relaxed), HEADER);
+    }
+
+    #[tokio::test]
+    async fn the_wait_ends_at_the_deadline_and_the_read_then_closes() {
+        // Between requests: keepalive_timeout, then a clean end of stream.
+        let (_client, mut conn) = pair(Duration::from_secs(30), Duration::from_millis(100)).await;
+        conn.request_done();
+        tokio::time::timeout(Duration::from_secs(5), conn.wait_readable())
+            .await
+            .expect("the keep-alive deadline ends the wait")
+            .unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(conn.read(&mut buf).await.unwrap(), 0, "a clean close");
+
+        // A new connection that never sends: client_header_timeout, then an error.
+        let (_client, mut conn) = pair(Duration::from_millis(100), Duration::from_secs(30)).await;
+        tokio::time::timeout(Duration::from_secs(5), conn.wait_readable())
+            .await
+            .expect("the header deadline ends the wait")
+            .unwrap();
+        let err = conn.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 }
