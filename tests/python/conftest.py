@@ -7,12 +7,14 @@ builds them first); nothing here builds or mocks them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -124,6 +126,55 @@ def run_gateway(procs: list, conf: Path, admin_port: int) -> Proc:
             raise RuntimeError(f"gateway did not become ready:\n{proc.log()}")
         time.sleep(0.05)
     return proc
+
+
+def prom_query(base: str, expr: str) -> list[dict]:
+    """An instant query against Prometheus's HTTP API: the result vector."""
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as r:
+        doc = json.loads(r.read())
+    assert doc["status"] == "success", doc
+    return doc["data"]["result"]
+
+
+def run_prometheus(procs: list, tmp: Path, gateway_admin: int, backends: list[int],
+                   rule_files: list[str]) -> str:
+    """Debian's Prometheus scraping the gateway's admin port and the backends every second,
+    with `rule_files` copied from conf/; returns its base URL once every target is up (30 s at
+    most, else the test fails with its log)."""
+    d = tmp / "prom"
+    d.mkdir()
+    for f in rule_files:
+        shutil.copy(REPO / "conf" / f, d / f)
+    port = free_port()
+    targets = ", ".join(f"'127.0.0.1:{b}'" for b in backends)
+    (d / "prometheus.yml").write_text(f"""
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files: [{", ".join(rule_files)}]
+scrape_configs:
+  - job_name: gateway
+    static_configs: [{{targets: ['127.0.0.1:{gateway_admin}']}}]
+  - job_name: backend
+    static_configs: [{{targets: [{targets}]}}]
+""")
+    prom = Proc("prometheus", ["prometheus", f"--config.file={d / 'prometheus.yml'}",
+                               f"--storage.tsdb.path={d / 'data'}",
+                               f"--web.listen-address=127.0.0.1:{port}"])
+    procs.append(prom)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert prom.running(), prom.log()
+        try:
+            up = prom_query(base, "up")
+        except OSError:
+            up = []
+        if len(up) == 1 + len(backends) and all(r["value"][1] == "1" for r in up):
+            return base
+        assert time.monotonic() < deadline, f"targets not up: {up}\n{prom.log()}"
+        time.sleep(0.3)
 
 
 @pytest.fixture

@@ -21,14 +21,12 @@ import re
 import shutil
 import signal
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, Proc, free_port, http_status, run_gateway
+from conftest import REPO, free_port, http_status, prom_query, run_gateway, run_prometheus
 
 GRAFANA = REPO / "deploy" / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
@@ -135,14 +133,6 @@ def test_dashboard_uids_are_distinct_and_cover_the_topics():
 
 # --- against real data -------------------------------------------------------------------------
 
-def prom_query(base: str, expr: str) -> list[dict]:
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=10) as r:
-        doc = json.loads(r.read())
-    assert doc["status"] == "success", doc
-    return doc["data"]["result"]
-
-
 def finite(result: list[dict]) -> bool:
     return any(math.isfinite(float(r["value"][1])) for r in result)
 
@@ -239,38 +229,8 @@ pool = "stable"
 """)
     gw = run_gateway(procs, conf, admin_port)
 
-    prom_port = free_port()
-    prom_dir = tmp_path / "prom"
-    prom_dir.mkdir()
-    for f in ("recording_rules.yml", "alert_rules.yml"):
-        shutil.copy(REPO / "conf" / f, prom_dir / f)
-    (prom_dir / "prometheus.yml").write_text(f"""
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files: [recording_rules.yml, alert_rules.yml]
-scrape_configs:
-  - job_name: gateway
-    static_configs: [{{targets: ['127.0.0.1:{admin_port}']}}]
-  - job_name: backend
-    static_configs: [{{targets: ['127.0.0.1:{stable.port}', '127.0.0.1:{canary.port}']}}]
-""")
-    prom = Proc("prometheus", ["prometheus", f"--config.file={prom_dir / 'prometheus.yml'}",
-                               f"--storage.tsdb.path={prom_dir / 'data'}",
-                               f"--web.listen-address=127.0.0.1:{prom_port}"])
-    procs.append(prom)
-    base = f"http://127.0.0.1:{prom_port}"
-    deadline = time.monotonic() + 20
-    while True:
-        assert prom.running(), prom.log()
-        try:
-            up = prom_query(base, "up")
-        except OSError:
-            up = []
-        if len(up) == 3 and all(r["value"][1] == "1" for r in up):
-            break
-        assert time.monotonic() < deadline, f"targets not up: {up}\n{prom.log()}"
-        time.sleep(0.3)
+    base = run_prometheus(procs, tmp_path, admin_port, [stable.port, canary.port],
+                          ["recording_rules.yml", "alert_rules.yml"])
 
     # --- traffic ---
     sse = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)

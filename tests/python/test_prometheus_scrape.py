@@ -12,24 +12,15 @@ import json
 import shutil
 import subprocess
 import time
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Proc, free_port, http_status, run_gateway
+from conftest import REPO, free_port, http_status, prom_query, run_gateway, run_prometheus
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
                                 reason="prometheus not installed (scripts/setup.sh test installs it)")
-
-
-def prom_query(base: str, expr: str) -> list[dict]:
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=5) as r:
-        doc = json.loads(r.read())
-    assert doc["status"] == "success", doc
-    return doc["data"]["result"]
 
 
 def test_promtool_accepts_shipped_config_and_rules():
@@ -68,40 +59,9 @@ pool = "backend"
     for _ in range(5):
         assert http_status(f"http://127.0.0.1:{http_port}/healthz") == 200
 
-    prom_port = free_port()
-    prom_dir = tmp_path / "prom"
-    prom_dir.mkdir()
-    shutil.copy(REPO / "conf" / "alert_rules.yml", prom_dir / "alert_rules.yml")
-    targets = ", ".join(f"'127.0.0.1:{b.port}'" for b in backends)
-    (prom_dir / "prometheus.yml").write_text(f"""
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files: [alert_rules.yml]
-scrape_configs:
-  - job_name: gateway
-    static_configs: [{{targets: ['127.0.0.1:{admin_port}']}}]
-  - job_name: backend
-    static_configs: [{{targets: [{targets}]}}]
-""")
-    prom = Proc("prometheus", ["prometheus", f"--config.file={prom_dir / 'prometheus.yml'}",
-                               f"--storage.tsdb.path={prom_dir / 'data'}",
-                               f"--web.listen-address=127.0.0.1:{prom_port}"])
-    procs.append(prom)
-    base = f"http://127.0.0.1:{prom_port}"
-
-    # Wait (bounded) until every target has been scraped successfully.
-    deadline = time.monotonic() + 30
-    up: dict[str, float] = {}
-    while time.monotonic() < deadline:
-        assert prom.running(), prom.log()
-        try:
-            up = {r["metric"]["instance"]: float(r["value"][1]) for r in prom_query(base, "up")}
-        except OSError:
-            up = {}
-        if len(up) == 3 and all(v == 1.0 for v in up.values()):
-            break
-        time.sleep(0.5)
+    base = run_prometheus(procs, tmp_path, admin_port, [b.port for b in backends],
+                          ["alert_rules.yml"])
+    up = {r["metric"]["instance"]: float(r["value"][1]) for r in prom_query(base, "up")}
     assert up == {f"127.0.0.1:{admin_port}": 1.0,
                   **{f"127.0.0.1:{b.port}": 1.0 for b in backends}}, up
 

@@ -159,14 +159,6 @@ impl ClientConn {
         }
     }
 
-    /// Polls the deadline's timer; Ready when `deadline` has passed. Deadlines only move later
-    /// on a busy connection (each request pushes the next wait out), so a timer armed for an
-    /// earlier one is left to fire and re-armed then: about one timer reset per timeout period
-    /// rather than one per request.
-    fn poll_deadline(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
-        poll_timer(&mut self.timer, deadline, cx)
-    }
-
     /// The deadline passed: end the wait as nginx does. Between requests (and before the first
     /// byte) the connection just closes (a clean end of stream); inside a header it is an error,
     /// which Pingora answers by closing.
@@ -192,8 +184,11 @@ impl ClientConn {
     }
 }
 
-/// [`ClientConn::poll_deadline`] on the connection's timer alone (so that it can be polled
-/// while the stream is borrowed).
+/// Polls the connection's deadline timer; Ready when `deadline` has passed. Deadlines only
+/// move later on a busy connection (each request pushes the next wait out), so a timer armed
+/// for an earlier one is left to fire and re-armed then: about one timer reset per timeout
+/// period rather than one per request. A free function over the timer alone, so that it can
+/// be polled while the stream is borrowed.
 fn poll_timer(
     timer: &mut Option<Pin<Box<Sleep>>>,
     deadline: Instant,
@@ -240,7 +235,7 @@ impl AsyncRead for ClientConn {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match this.poll_deadline(deadline, cx) {
+            Poll::Pending => match poll_timer(&mut this.timer, deadline, cx) {
                 Poll::Ready(()) => this.expire(),
                 Poll::Pending => Poll::Pending,
             },
