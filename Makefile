@@ -25,6 +25,7 @@ test:
 	bash scripts/setup.sh test
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) test --release --workspace --no-fail-fast
+	bash scripts/test-vendored.sh
 	.venv/bin/pytest -q tests/python
 	$(MAKE) --no-print-directory test-containers
 	$(MAKE) --no-print-directory lint

@@ -8,7 +8,9 @@ the connections closed:
 
   * keep-alive: HTTP/1.1, one complete `GET /healthz` answered, then idle;
   * half-sent:  HTTP/1.1 request line and two header lines sent, the header never ended;
-  * TLS idle:   TLS handshake done (ALPN http/1.1), one `GET /healthz` answered, then idle.
+  * TLS idle:   TLS handshake done (ALPN http/1.1), one `GET /healthz` answered, then idle;
+  * stream:     `GET /sse` (2024-11-05 transport) answered with its first event and held open
+                by the backend: a request in flight, with its upstream connection.
 
 Memory is the sum over the server's processes (nginx: master and workers) of VmRSS from
 /proc/PID/status and of Pss from /proc/PID/smaps_rollup; KB per connection is (after - before)
@@ -24,7 +26,8 @@ own limit. The client is this process (asyncio, non-blocking sockets) with its o
 to the same value. The TLS certificate is a self-signed ECDSA P-256 one made with openssl.
 
 Usage: bench/connections.py [--connections 10000] [--servers gateway,nginx]
-                            [--states keepalive,half,tls]
+                            [--states keepalive,half,tls] (also: stream, an open
+                            SSE stream: two sockets per connection in the server)
 """
 
 from __future__ import annotations
@@ -52,10 +55,14 @@ STATES = {
     "keepalive": "idle HTTP/1.1 keep-alive",
     "half": "half-sent request header",
     "tls": "idle TLS after 1 request",
+    "stream": "open SSE stream (GET /sse)",
 }
 WANT_NOFILE = 65536
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nUser-Agent: conn-bench\r\n\r\n"
 HALF = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nUser-Agent: conn-bench\r\n"
+# The 2024-11-05 transport's event stream: held open by the backend, its first event is the
+# session's message endpoint. The server holds two sockets per stream (client and upstream).
+STREAM = b"GET /sse HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
 OPEN_TIMEOUT = 50.0  # both servers' header and keep-alive timeouts are 60 s or more
 
 
@@ -176,6 +183,17 @@ async def read_response(r: asyncio.StreamReader) -> None:
         raise RuntimeError("the server closes the connection after the request")
 
 
+async def read_stream_start(r: asyncio.StreamReader) -> None:
+    """The head of an event stream and its first event (`event: endpoint`)."""
+    head = await r.readuntil(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0]
+    if not status.startswith(b"HTTP/1.1 200") or b"text/event-stream" not in head.lower():
+        raise RuntimeError(f"answer {status!r}, not an event stream")
+    first = await r.readuntil(b"endpoint")
+    if b"event: endpoint" not in first:
+        raise RuntimeError(f"first event {first[:80]!r}")
+
+
 def client_tls() -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
@@ -198,9 +216,11 @@ async def open_conns(state: str, http: int, https: int, n: int, parallel: int = 
             else:
                 r, w = await asyncio.open_connection("127.0.0.1", http)
             conns.append((r, w))
-            w.write(HALF if state == "half" else REQUEST)
+            w.write({"half": HALF, "stream": STREAM}.get(state, REQUEST))
             await w.drain()
-            if state != "half":
+            if state == "stream":
+                await read_stream_start(r)
+            elif state != "half":
                 await read_response(r)
 
     await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), OPEN_TIMEOUT)
@@ -289,7 +309,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--connections", type=int, default=10_000)
     ap.add_argument("--servers", default=",".join(SERVERS))
-    ap.add_argument("--states", default=",".join(STATES))
+    ap.add_argument("--states", default="keepalive,half,tls")
     args = ap.parse_args()
     servers = [s for s in args.servers.split(",") if s]
     states = [s for s in args.states.split(",") if s]

@@ -13,7 +13,8 @@ allocator and the standard library.
 The figures are heap bytes requested, without the allocator's own overhead and without the
 kernel's socket buffers; bench/connections.py's RSS figures include the former.
 
-Usage: bench/heap.py [--connections 2000] [--states keepalive,half,tls] [--top 12]
+Usage: bench/heap.py [--connections 2000] [--states keepalive,half,tls,stream] [--top 12]
+                     [--callers N]
 """
 
 from __future__ import annotations
@@ -54,10 +55,10 @@ def build() -> Path:
     return TARGET / "release" / "gateway"
 
 
-def site(frames: list[str]) -> str:
+def site(frames: list[str], callers: int = 0) -> str:
     """The first frame that is not allocator plumbing, as `file:line  function`: the source's
     last three path parts, and the first named function from there up (closures and inlined
-    frames name none)."""
+    frames name none); with `callers`, that many of the frames above it too, as `file:line`."""
     frames = [re.sub(r"^0x[0-9A-Fa-f]+: ", "", f) for f in frames]
     for i, f in enumerate(frames):
         if PLUMBING.search(f) or "library/alloc" in f or "library/core" in f:
@@ -70,12 +71,19 @@ def site(frames: list[str]) -> str:
             if g and not g.startswith(("UnknownInlinedFun", "{closure", "{async")):
                 name = re.sub(r"<[^<>]*(<[^<>]*(<[^<>]*>[^<>]*)*>[^<>]*)*>", "<..>", g)
                 break
-        return f"{where:<36} {name[:80]}"
+        up = []
+        for g in frames[i + 1:]:
+            if len(up) >= callers:
+                break
+            m2 = SOURCE.search(g)
+            if m2 and "library/" not in m2.group(1):
+                up.append("/".join(Path(m2.group(1)).parts[-2:]) + f":{m2.group(2)}")
+        return f"{where:<36} {name[:80]}" + "".join(f"\n{'':22}<- {u}" for u in up)
     return "(allocator only)"
 
 
 def measure(binary: Path, state: str, n: int, tmp: Path, backend: int, cert: Path,
-            key: Path, nofile: int) -> tuple[int, list[tuple[int, int, str]], int]:
+            key: Path, nofile: int, callers: int = 0) -> tuple[int, list[tuple[int, int, str]], int]:
     d = tmp / f"heap-{state}"
     d.mkdir()
     http, https = gb.free_port(), gb.free_port()
@@ -117,7 +125,7 @@ def measure(binary: Path, state: str, n: int, tmp: Path, backend: int, cert: Pat
         if not gbytes:
             continue
         total += gbytes
-        s = by_site.setdefault(site([ftbl[i] for i in pp["fs"]]), [0, 0])
+        s = by_site.setdefault(site([ftbl[i] for i in pp["fs"]], callers), [0, 0])
         s[0] += gbytes
         s[1] += gblocks
     rows = sorted(((b, k, s) for s, (b, k) in by_site.items()), reverse=True)
@@ -129,6 +137,8 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=2000)
     ap.add_argument("--states", default="keepalive,half,tls")
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--callers", type=int, default=0,
+                    help="also print this many calling frames of each site")
     args = ap.parse_args()
     states = [s for s in args.states.split(",") if s]
     if not set(states) <= set(cb.STATES):
@@ -156,7 +166,8 @@ def main() -> int:
             cert, key = cb.make_ec_cert(tmp)
             for state in states:
                 n = args.connections
-                total, rows, held = measure(binary, state, n, tmp, backend, cert, key, nofile)
+                total, rows, held = measure(binary, state, n, tmp, backend, cert, key, nofile,
+                                            args.callers)
                 print(f"\n{cb.STATES[state]}: {n} connections ({held} still open when counted), "
                       f"heap at its peak {total / n:,.0f} B per connection", flush=True)
                 print(f"{'B/conn':>8} {'blocks/conn':>11}  allocation site")

@@ -12,6 +12,7 @@ for both servers; the bounds asserted are wide (the timeouts are seconds, the sl
 from __future__ import annotations
 
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -297,3 +298,94 @@ def test_idle_http2_connection_is_closed_at_keepalive_timeout(procs, tmp_path, t
     # The server's SETTINGS frame (type 4) arrived: it was an HTTP/2 connection.
     assert len(out) >= 9 and out[3] == 4, out
     assert within(closed, KEEPALIVE_T), closed
+
+
+def tls_client(port: int) -> tuple[socket.socket, ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+    """A TLS client over memory BIOs, so the test decides which records go out in one send."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    s = connect(port)
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            if out.pending:
+                s.sendall(out.read())
+            chunk = s.recv(65536)
+            assert chunk, "the server closed during the TLS handshake"
+            inc.write(chunk)
+    if out.pending:
+        s.sendall(out.read())  # the client's Finished
+    return s, obj, inc, out
+
+
+def tls_read_until(s, obj, inc, count: int, limit: float) -> tuple[bytes, bool]:
+    """Plaintext until `count` response heads arrived (True), or `limit` seconds or the
+    server's close ended the wait first (False)."""
+    got = b""
+    deadline = time.monotonic() + limit
+    while got.count(b"HTTP/1.1 200") < count:
+        try:
+            while True:
+                got += obj.read(65536)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            return got, False
+        if got.count(b"HTTP/1.1 200") >= count:
+            break
+        if time.monotonic() >= deadline:
+            return got, False
+        s.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = s.recv(65536)
+        except (socket.timeout, ConnectionResetError):
+            return got, False
+        if not chunk:
+            return got, False
+        inc.write(chunk)
+    return got, True
+
+
+def test_tls_keepalive_wait_serves_records_read_ahead_and_expires(procs, tmp_path, tls_cert):
+    """An idle TLS keep-alive connection waits for its next request's bytes on the socket
+    before the gateway allocates a header buffer. Two requests sent as two TLS records in one
+    TCP send are read ahead together by OpenSSL (the first exactly as long as the gateway's
+    first header read), so the second is never on the socket when the first is answered: it
+    must be served without waiting for more bytes. A third request after a pause wakes the
+    wait, and the idle connection is then cut at keepalive_timeout."""
+    up_port = start_upstream(procs, "u")
+    gw = timed_gateway(procs, tmp_path, up_port, tls=tls_cert)
+    s, obj, inc, out = tls_client(gw.https_port)
+    try:
+        time.sleep(0.3)  # the gateway is past the handshake and waits for a request
+        req = b"GET /whoami HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        # A first request exactly as long as the gateway's first header read (1 KiB): the
+        # read ends at the record's end, and the second record is left to OpenSSL's buffer.
+        pad = b"X-Pad: \r\n"
+        first = req[:-2] + pad[:7] + b"p" * (1024 - len(req) - len(pad)) + pad[7:] + b"\r\n"
+        assert len(first) == 1024
+        obj.write(first)
+        obj.write(req)  # a second record
+        records = out.read()
+        s.sendall(records)  # both records in one send
+        got, both = tls_read_until(s, obj, inc, 2, 5.0)
+        print(f"\n  two pipelined TLS records: {got.count(b'HTTP/1.1 200')} answers "
+              f"({len(records)} bytes sent at once)")
+        assert both, got[:400]
+        # Idle again: a third request, after a pause, wakes the wait and is served.
+        time.sleep(0.3)
+        obj.write(req)
+        s.sendall(out.read())
+        got, third = tls_read_until(s, obj, inc, 1, 5.0)
+        assert third, got[:400]
+        closed, _ = wait_close(s, KEEPALIVE_T + 10)
+        print(f"  idle TLS keep-alive closed after {closed}")
+        assert within(closed, KEEPALIVE_T), closed
+    finally:
+        s.close()

@@ -45,6 +45,7 @@ use once_cell::sync::Lazy;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::fmt::Debug;
 use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::str;
 use std::sync::{
     atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
@@ -352,8 +353,9 @@ where
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
-                    downstream_session
-                        .respond_error(400)
+                    // Boxed, as every error answer below: inline, its state (1.3 KB) would
+                    // size the future every idle keep-alive connection waits in.
+                    Box::pin(downstream_session.respond_error(400))
                         .await
                         .unwrap_or_else(|e| {
                             error!("failed to send error response to downstream: {e}");
@@ -385,8 +387,7 @@ where
             .is_some_and(|opts| opts.allow_connect_method_proxying)
             && downstream_session.req_header().method == Method::CONNECT
         {
-            downstream_session
-                .respond_error(405)
+            Box::pin(downstream_session.respond_error(405))
                 .await
                 .unwrap_or_else(|e| {
                     error!("failed to send error response to downstream: {e}");
@@ -412,76 +413,71 @@ where
             Err(e) => return (false, Some(e)),
         };
 
-        let client_session = self.client_upstream.get_http_session(&*peer).await;
-        match client_session {
-            Ok((client_session, client_reused)) => {
-                let (server_reused, error) = match client_session {
-                    ClientSession::H1(mut h1) => {
-                        let (server_reused, client_reuse, error) = self
-                            .proxy_to_h1_upstream(session, &mut h1, client_reused, &peer, ctx)
-                            .await;
-                        if client_reuse {
-                            let session = ClientSession::H1(h1);
-                            self.client_upstream
-                                .release_http_session(session, &*peer, peer.idle_timeout())
-                                .await;
-                        }
-                        (server_reused, error)
-                    }
-                    ClientSession::H2(mut h2) => {
-                        let (server_reused, mut error) = self
-                            .proxy_to_h2_upstream(session, &mut h2, client_reused, &peer, ctx)
-                            .await;
-                        let session = ClientSession::H2(h2);
-                        self.client_upstream
-                            .release_http_session(session, &*peer, peer.idle_timeout())
-                            .await;
-
-                        if let Some(e) = error.as_mut() {
-                            // try to downgrade if A. origin says so or B. origin sends an invalid
-                            // response, which usually means origin h2 is not production ready
-                            if matches!(e.etype, H2Downgrade | InvalidH2) {
-                                if peer
-                                    .get_alpn()
-                                    .is_none_or(|alpn| alpn.get_min_http_version() == 1)
-                                {
-                                    // Add the peer to prefer h1 so that all following requests
-                                    // will use h1
-                                    self.client_upstream.prefer_h1(&*peer);
-                                } else {
-                                    // the peer doesn't allow downgrading to h1 (e.g. gRPC)
-                                    e.retry = false.into();
-                                }
-                            }
-                        }
-
-                        (server_reused, error)
-                    }
-                    ClientSession::Custom(mut c) => {
-                        let (server_reused, error) = self
-                            .proxy_to_custom_upstream(session, &mut c, client_reused, &peer, ctx)
-                            .await;
-                        let session = ClientSession::Custom(c);
-                        self.client_upstream
-                            .release_http_session(session, &*peer, peer.idle_timeout())
-                            .await;
-                        (server_reused, error)
-                    }
-                };
-                (
-                    server_reused,
-                    error.map(|e| {
-                        self.inner
-                            .error_while_proxy(&peer, session, e, ctx, client_reused)
-                    }),
+        // mcp-gateway patch: the upstream session is matched by reference and released whole,
+        // so the request's future holds one slot for it, not three (the result, the session
+        // moved out of it, and the HTTP/1.1 or HTTP/2 session moved out of that: 1.4 KB for
+        // as long as the request is proxied, an open stream's whole life).
+        let (mut client_session, client_reused) =
+            match self.client_upstream.get_http_session(&*peer).await {
+                Ok(pair) => pair,
+                Err(mut e) => {
+                    e.as_up();
+                    let new_err = self.inner.fail_to_connect(session, &peer, ctx, e);
+                    return (false, Some(new_err.into_up()));
+                }
+            };
+        let (server_reused, release, error) = match &mut client_session {
+            ClientSession::H1(h1) => {
+                self.proxy_to_h1_upstream(session, h1, client_reused, &peer, ctx)
+                    .await
+            }
+            ClientSession::H2(h2) => {
+                // The HTTP/2 and custom upstream arms are boxed, so their states do not size
+                // every HTTP/1.1 request's future.
+                let (server_reused, mut error) = Box::pin(
+                    self.proxy_to_h2_upstream(session, h2, client_reused, &peer, ctx),
                 )
+                .await;
+                if let Some(e) = error.as_mut() {
+                    // try to downgrade if A. origin says so or B. origin sends an invalid
+                    // response, which usually means origin h2 is not production ready
+                    if matches!(e.etype, H2Downgrade | InvalidH2) {
+                        if peer
+                            .get_alpn()
+                            .is_none_or(|alpn| alpn.get_min_http_version() == 1)
+                        {
+                            // Add the peer to prefer h1 so that all following requests
+                            // will use h1
+                            self.client_upstream.prefer_h1(&*peer);
+                        } else {
+                            // the peer doesn't allow downgrading to h1 (e.g. gRPC)
+                            e.retry = false.into();
+                        }
+                    }
+                }
+
+                (server_reused, true, error)
             }
-            Err(mut e) => {
-                e.as_up();
-                let new_err = self.inner.fail_to_connect(session, &peer, ctx, e);
-                (false, Some(new_err.into_up()))
+            ClientSession::Custom(c) => {
+                let (server_reused, error) = Box::pin(
+                    self.proxy_to_custom_upstream(session, c, client_reused, &peer, ctx),
+                )
+                .await;
+                (server_reused, true, error)
             }
+        };
+        if release {
+            self.client_upstream
+                .release_http_session(client_session, &*peer, peer.idle_timeout())
+                .await;
         }
+        (
+            server_reused,
+            error.map(|e| {
+                self.inner
+                    .error_while_proxy(&peer, session, e, ctx, client_reused)
+            }),
+        )
     }
 
     async fn upstream_filter(
@@ -518,7 +514,25 @@ where
         Ok(duration)
     }
 
-    async fn finish(
+    /// mcp-gateway patch: the end of a request (logging, reuse) and the error answer below are
+    /// boxed futures, allocated when they run: awaited inline, their states (4.6 KB each) sized
+    /// `process_request`'s future, which every request in flight holds, an open stream for its
+    /// whole life.
+    fn finish<'a>(
+        &'a self,
+        session: Session,
+        ctx: &'a mut SV::CTX,
+        reuse: bool,
+        error: Option<Box<Error>>,
+    ) -> Pin<Box<impl Future<Output = Option<ReusedHttpStream>> + 'a>>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        Box::pin(self.finish_unboxed(session, ctx, reuse, error))
+    }
+
+    async fn finish_unboxed(
         &self,
         mut session: Session,
         ctx: &mut SV::CTX,
@@ -1145,6 +1159,45 @@ impl<SV, C> HttpProxy<SV, C>
 where
     C: custom::Connector,
 {
+    /// The proxy's session and context for a request whose header has arrived, and the
+    /// request's future, boxed. mcp-gateway patch: a plain function, so that neither the
+    /// `Session` (368 bytes) nor the context are slots of the future a keep-alive connection
+    /// waits in, and the request's state machine (several KiB) is allocated when a request
+    /// arrives and freed when it ends, not held by every idle connection.
+    fn start_request(
+        self: &Arc<Self>,
+        downstream_session: Box<HttpSession>,
+        shutdown: &ShutdownWatch,
+        prev_user_ctx: Option<Box<dyn std::any::Any + Send + Sync>>,
+    ) -> Pin<Box<impl Future<Output = Option<ReusedHttpStream>> + '_>>
+    where
+        SV: ProxyHttp + Send + Sync + 'static,
+        <SV as ProxyHttp>::CTX: Send + Sync,
+    {
+        let mut session = Session::new(
+            downstream_session,
+            &self.downstream_modules,
+            #[cfg(feature = "upstream_modules")]
+            &self.upstream_modules,
+            self.shutdown_flag.clone(),
+        );
+
+        if *shutdown.borrow() {
+            // stop downstream from reusing if this service is shutting down soon
+            session.set_keepalive(None);
+        }
+
+        let mut ctx = self.inner.new_ctx();
+
+        // Deliver user context from the previous request on this reused connection
+        if let Some(prev_ctx) = prev_user_ctx {
+            self.inner
+                .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
+        }
+
+        Box::pin(self.process_request(session, ctx))
+    }
+
     async fn process_request(
         self: &Arc<Self>,
         mut session: Session,
@@ -1196,9 +1249,8 @@ where
                     if let Some(uc) = self.inner.persist_connection_context(&session, &ctx) {
                         persistent_settings.set_user_context(uc);
                     }
-                    return session
-                        .downstream_session
-                        .finish()
+                    // Boxed (mcp-gateway patch), as `Self::finish` is.
+                    return Box::pin(session.downstream_session.finish())
                         .await
                         .ok()
                         .flatten()
@@ -1364,7 +1416,22 @@ where
             .await
     }
 
-    async fn handle_error(
+    /// Boxed as [`Self::finish`] is (mcp-gateway patch).
+    fn handle_error<'a>(
+        &'a self,
+        session: Session,
+        ctx: &'a mut <SV as ProxyHttp>::CTX,
+        e: Box<Error>,
+        context: &'a str,
+    ) -> Pin<Box<impl Future<Output = Option<ReusedHttpStream>> + 'a>>
+    where
+        SV: ProxyHttp + Send + Sync + 'static,
+        <SV as ProxyHttp>::CTX: Send + Sync,
+    {
+        Box::pin(self.handle_error_unboxed(session, ctx, e, context))
+    }
+
+    async fn handle_error_unboxed(
         &self,
         mut session: Session,
         ctx: &mut <SV as ProxyHttp>::CTX,
@@ -1559,44 +1626,28 @@ where
 {
     async fn process_new_http(
         self: &Arc<Self>,
-        mut session: HttpSession,
+        session: HttpSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        // Extract user context from the previous request before the session is moved into the Box
+        self.process_new_http_boxed(Box::new(session), shutdown)
+            .await
+    }
+
+    // mcp-gateway patch: the session arrives boxed (pingora-core's HTTP/1.1 loop and HTTP/2
+    // streams call this), so this future, which a keep-alive connection holds while it waits
+    // for its next request, keeps a pointer instead of two 680-byte copies of the session.
+    async fn process_new_http_boxed(
+        self: &Arc<Self>,
+        mut session: Box<HttpSession>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        // Extract user context from the previous request on this connection
         let prev_user_ctx = session.take_connection_user_context();
 
-        let session = Box::new(session);
-
         // TODO: keepalive pool, use stack
-        let mut session = match self.handle_new_request(session).await {
-            Some(downstream_session) => Session::new(
-                downstream_session,
-                &self.downstream_modules,
-                #[cfg(feature = "upstream_modules")]
-                &self.upstream_modules,
-                self.shutdown_flag.clone(),
-            ),
-            None => return None, // bad request
-        };
-
-        if *shutdown.borrow() {
-            // stop downstream from reusing if this service is shutting down soon
-            session.set_keepalive(None);
-        }
-
-        let mut ctx = self.inner.new_ctx();
-
-        // Deliver user context from the previous request on this reused connection
-        if let Some(prev_ctx) = prev_user_ctx {
-            self.inner
-                .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
-        }
-
-        // mcp-gateway patch: the request's future is boxed apart, so the future that waits
-        // for a (keep-alive) request header stays small. Inline, every connection's task was
-        // as large as the whole proxy state machine (about 20 KiB) even while idle; now that
-        // memory is taken when a request arrives and given back when it ends.
-        Box::pin(self.process_request(session, ctx)).await
+        let downstream_session = self.handle_new_request(session).await?; // None: bad request
+        self.start_request(downstream_session, shutdown, prev_user_ctx)
+            .await
     }
 
     async fn http_cleanup(&self) {

@@ -229,6 +229,23 @@ pub trait HttpServerApp {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream>;
 
+    /// [`Self::process_new_http`] with the session already on the heap: what the HTTP/1.1 loop
+    /// and each HTTP/2 stream call. A session passed by value is copied into every future
+    /// that takes it (the `async_trait` future keeps its argument and its own binding), and a
+    /// keep-alive connection waits for its next request inside those futures; boxed, each of
+    /// them holds a pointer. Applications override this one when they box the session anyway
+    /// (patched: see PATCHES.md); the default unboxes it for those that do not.
+    async fn process_new_http_boxed(
+        self: &Arc<Self>,
+        session: Box<ServerSession>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream>
+    where
+        Self: Send + Sync,
+    {
+        self.process_new_http(*session, shutdown).await
+    }
+
     /// Provide options on how HTTP/2 connection should be established. This function will be called
     /// every time a new HTTP/2 **connection** needs to be established.
     ///
@@ -301,7 +318,7 @@ where
                 // loop's idle timeout sees this connection as busy.
                 let _guard = guard;
                 // Note, `PersistentSettings` not currently relevant for h2
-                app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
+                app.process_new_http_boxed(Box::new(ServerSession::new_http2(h2_stream)), &shutdown)
                     .await;
             });
         },
@@ -356,8 +373,11 @@ where
         } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
-            // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
-            let mut session = ServerSession::new_http1(stream);
+            // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1. The
+            // session is boxed so this future, which every keep-alive connection holds while
+            // it waits, keeps a pointer to it rather than its own copies (patched: see
+            // PATCHES.md).
+            let mut session = Box::new(ServerSession::new_http1(stream));
             if *shutdown.borrow() {
                 // stop downstream from reusing if this service is shutting down soon
                 session.set_keepalive(None);
@@ -370,14 +390,14 @@ where
                     .and_then(|opts| opts.keepalive_request_limit),
             );
 
-            let mut result = self.process_new_http(session, shutdown).await;
+            let mut result = self.process_new_http_boxed(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
-                let mut session = ServerSession::new_http1(stream);
+                let mut session = Box::new(ServerSession::new_http1(stream));
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }
 
-                result = self.process_new_http(session, shutdown).await;
+                result = self.process_new_http_boxed(session, shutdown).await;
             }
         }
         None

@@ -27,8 +27,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::utils::BufRef;
 
-// TODO: make this dynamically adjusted
 const BODY_BUFFER_SIZE: usize = 1024 * 64;
+// Patched (see PATCHES.md): a body of unknown length (chunked, or until close) is first read
+// a page at a time, as nginx reads an unbuffered response into proxy_buffer_size, and the
+// read doubles up to BODY_BUFFER_SIZE each time one fills it. An open event stream then holds
+// 4 KiB, not 64; a large body reaches 64 KiB reads after four.
+const BODY_FIRST_READ_SIZE: usize = 1024 * 4;
 // limit how much incomplete chunk-size and chunk-ext to buffer
 const PARTIAL_CHUNK_HEAD_LIMIT: usize = 1024 * 8;
 // Trailers: https://datatracker.ietf.org/doc/html/rfc9112#section-7.1.2
@@ -148,6 +152,12 @@ pub struct BodyReader {
     pub body_state: ParseState,
     pub body_buf: Option<BytesMut>,
     pub body_buf_size: usize,
+    /// The next read of a body of unknown length: from BODY_FIRST_READ_SIZE, doubled each
+    /// time a read fills it, up to body_buf_size (patched: see PATCHES.md).
+    read_size: usize,
+    /// The last read of a body of unknown length did not fill its buffer: the peer had
+    /// nothing more to send at once (patched: see PATCHES.md).
+    last_read_short: bool,
     rewind_buf_len: usize,
     upstream: bool,
     body_buf_overread: Option<BytesMut>,
@@ -159,6 +169,8 @@ impl BodyReader {
             body_state: PS::ToStart,
             body_buf: None,
             body_buf_size: BODY_BUFFER_SIZE,
+            read_size: BODY_FIRST_READ_SIZE,
+            last_read_short: false,
             rewind_buf_len: 0,
             upstream,
             body_buf_overread: None,
@@ -173,8 +185,43 @@ impl BodyReader {
         self.body_state = PS::ToStart;
     }
 
+    /// The size of the next read of a body of unknown length.
+    fn next_read_size(&self) -> usize {
+        self.read_size.min(self.body_buf_size)
+    }
+
+    /// After a read of `asked` bytes returned `n`: a full read doubles the next one.
+    fn adapt_read_size(&mut self, asked: usize, n: usize) {
+        self.last_read_short = n < asked;
+        if n >= asked && self.read_size < self.body_buf_size {
+            self.read_size = (self.read_size * 2).min(self.body_buf_size);
+        }
+    }
+
+    /// Before the next read of a body of unknown length: when the last read came short and
+    /// every byte read so far has been handed out, the next read may wait long (an event
+    /// stream between two events), so the buffer is given back now and true returned: the
+    /// caller waits for the stream to be readable, and the read allocates a buffer then.
+    /// Patched (see PATCHES.md): each open stream held its read buffer between events.
+    pub fn release_buf_while_idle(&mut self) -> bool {
+        let fresh_read_next = match self.body_state {
+            PS::Chunked(_, 0, 0, _) | PS::UntilClose(_) => true,
+            _ => false,
+        };
+        if self.last_read_short && fresh_read_next && self.rewind_buf_len == 0 {
+            self.body_buf = None;
+            true
+        } else {
+            false
+        }
+    }
+
     fn prepare_buf(&mut self, buf_to_rewind: &[u8]) {
-        let mut body_buf = BytesMut::with_capacity(self.body_buf_size.max(buf_to_rewind.len()));
+        self.prepare_buf_sized(buf_to_rewind, self.next_read_size());
+    }
+
+    fn prepare_buf_sized(&mut self, buf_to_rewind: &[u8], size: usize) {
+        let mut body_buf = BytesMut::with_capacity(size.max(buf_to_rewind.len()));
         if !buf_to_rewind.is_empty() {
             self.rewind_buf_len = buf_to_rewind.len();
             // TODO: this is still 1 copy. Make it zero
@@ -207,15 +254,15 @@ impl BodyReader {
         body_buf
     }
 
-    /// Grow the body buffer so it has room for `body_buf_size` bytes in total without discarding
+    /// Grow the body buffer so it has room for `size` bytes in total without discarding
     /// what it already holds.
     ///
     /// Used by the partial chunk head path, which must keep the bytes it has already buffered
     /// while making room to read the rest of the head.
-    fn reserve_buf_for_io(&mut self) {
+    fn reserve_buf_for_io(&mut self, size: usize) {
         let body_buf = self.body_buf.get_or_insert_default();
-        if body_buf.len() < self.body_buf_size {
-            body_buf.reserve(self.body_buf_size - body_buf.len());
+        if body_buf.len() < size {
+            body_buf.reserve(size - body_buf.len());
         }
     }
 
@@ -246,7 +293,7 @@ impl BodyReader {
                 }
             }
             _ => {
-                self.prepare_buf(buf_to_rewind);
+                self.prepare_buf_sized(buf_to_rewind, self.partial_read_size(cl));
                 self.body_state = PS::Partial(0, cl);
             }
         }
@@ -393,6 +440,18 @@ impl BodyReader {
         }
     }
 
+    /// A read of a body with `remaining` bytes left to read: all of it up to body_buf_size;
+    /// upstream one byte more, so that a peer sending more than its Content-Length is seen
+    /// (patched: the read was always body_buf_size; see PATCHES.md).
+    fn partial_read_size(&self, remaining: usize) -> usize {
+        let want = if self.upstream {
+            remaining.saturating_add(1)
+        } else {
+            remaining
+        };
+        want.min(self.body_buf_size)
+    }
+
     pub async fn do_read_body<S>(&mut self, stream: &mut S) -> Result<Option<BufRef>>
     where
         S: AsyncRead + Unpin + Send,
@@ -404,7 +463,7 @@ impl BodyReader {
         // downstream should not discard remaining data if peer sent more, so cap the read at what
         // is left of this body and leave anything past it on the stream
         let read_size = match self.body_state {
-            PS::Partial(_, remaining) if !self.upstream => remaining.min(self.body_buf_size),
+            PS::Partial(_, remaining) => self.partial_read_size(remaining),
             _ => self.body_buf_size,
         };
         if n == 0 {
@@ -460,15 +519,18 @@ impl BodyReader {
     {
         let mut n = self.rewind_buf_len;
         self.rewind_buf_len = 0; // we only need to read rewind data once
+        // What came with the header is all the peer sent at once (patched: see PATCHES.md).
+        self.last_read_short = n != 0;
         if n == 0 {
             /* Need to actually read */
-            let read_size = self.body_buf_size;
+            let read_size = self.next_read_size();
             let body_buf = self.prepare_buf_for_io(read_size);
             n = stream
                 .take(read_size as u64)
                 .read_buf(body_buf)
                 .await
                 .or_err(ReadError, "when reading body")?;
+            self.adapt_read_size(read_size, n);
         }
         match self.body_state {
             PS::UntilClose(read) => {
@@ -499,14 +561,17 @@ impl BodyReader {
                     if existing_buf_end == 0 {
                         existing_buf_end = self.rewind_buf_len;
                         self.rewind_buf_len = 0; // we only need to read rewind data once
+                        // What came with the header is all the peer sent at once (patched).
+                        self.last_read_short = existing_buf_end != 0;
                         if existing_buf_end == 0 {
-                            let read_size = self.body_buf_size;
+                            let read_size = self.next_read_size();
                             let body_buf = self.prepare_buf_for_io(read_size);
                             existing_buf_end = stream
                                 .take(read_size as u64)
                                 .read_buf(body_buf)
                                 .await
                                 .or_err(ReadError, "when reading body")?;
+                            self.adapt_read_size(read_size, existing_buf_end);
                         }
                     } else {
                         /* existing_buf_end != 0 this is partial chunk head */
@@ -520,7 +585,10 @@ impl BodyReader {
                          * bounded and cheap, while split_off() would leave only
                          * capacity - partial_head_start of room behind it and force the reserve
                          * below to move the same bytes anyway (or reallocate) to fit the read. */
-                        self.reserve_buf_for_io();
+                        // Room for the partial head (at most PARTIAL_CHUNK_HEAD_LIMIT) and at
+                        // least as much again.
+                        let read_size = self.next_read_size().max(2 * expecting_from_io);
+                        self.reserve_buf_for_io(read_size);
                         let body_buf = self
                             .body_buf
                             .as_mut()
@@ -536,7 +604,7 @@ impl BodyReader {
                             .body_state
                             .partial_chunk_head(expecting_from_io, expecting_from_io);
                         let new_bytes = stream
-                            .take((self.body_buf_size - expecting_from_io) as u64)
+                            .take((read_size - expecting_from_io) as u64)
                             .read_buf(body_buf)
                             .await
                             .or_err(ReadError, "when reading body")?;
@@ -828,13 +896,15 @@ impl BodyReader {
                 } else {
                     // Every previously buffered byte has already been parsed by the loop below
                     // (it only exits once `start` reaches `n`), so the buffer can be reset.
-                    let read_size = self.body_buf_size;
+                    let read_size = self.next_read_size();
                     let body_buf = self.prepare_buf_for_io(read_size);
-                    stream
+                    let n = stream
                         .take(read_size as u64)
                         .read_buf(body_buf)
                         .await
-                        .or_err(ReadError, "when reading trailers end")?
+                        .or_err(ReadError, "when reading trailers end")?;
+                    self.adapt_read_size(read_size, n);
+                    n
                 };
                 if n == 0 {
                     self.body_state = PS::Done(read);
@@ -2173,6 +2243,119 @@ mod tests {
         assert_eq!(body_reader.get_body_overread(), None);
     }
 
+    // Patched (see PATCHES.md): bodies of unknown length are read a page first, doubling.
+    #[tokio::test]
+    async fn unknown_length_reads_start_at_a_page_and_double_while_full() {
+        init_log();
+        let big = vec![b'x'; 300 * 1024];
+        let mut mock_io = Builder::new().read(&big[..]).read(b"").build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_close_delimited(b"");
+        assert!(body_reader.body_buf.as_ref().unwrap().capacity() < 2 * BODY_FIRST_READ_SIZE);
+        let mut sizes = vec![];
+        let mut total = 0;
+        while let Some(r) = body_reader.read_body(&mut mock_io).await.unwrap() {
+            sizes.push(r.len());
+            total += r.len();
+        }
+        assert_eq!(total, big.len());
+        assert_eq!(&sizes[..6], &[4096, 8192, 16384, 32768, 65536, 65536]);
+    }
+
+    #[tokio::test]
+    async fn small_events_keep_a_page_sized_chunked_buffer() {
+        init_log();
+        let mut b = Builder::new();
+        for _ in 0..50 {
+            b.read(b"d\r\n: heartbeat\n\n\r\n");
+        }
+        let mut mock_io = b.read(b"0\r\n\r\n").build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_chunked(b"");
+        let mut events = 0;
+        let mut released = 0;
+        loop {
+            if body_reader.release_buf_while_idle() {
+                assert!(body_reader.body_buf.is_none());
+                released += 1;
+            }
+            let Some(r) = body_reader.read_body(&mut mock_io).await.unwrap() else {
+                break;
+            };
+            assert_eq!(body_reader.get_body(&r), b": heartbeat\n\n");
+            events += 1;
+            assert!(body_reader.body_buf.as_ref().unwrap().capacity() < 2 * BODY_FIRST_READ_SIZE);
+        }
+        assert_eq!(events, 50);
+        assert!(body_reader.body_done());
+        // between two events the buffer is given back
+        assert!(released >= 49, "{released}");
+    }
+
+    #[tokio::test]
+    async fn the_event_read_with_the_header_gives_the_buffer_back() {
+        init_log();
+        let mut mock_io = Builder::new().read(b"0\r\n\r\n").build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_chunked(b"d\r\nevent: open\n\n\r\n");
+        assert!(!body_reader.release_buf_while_idle()); // the preread is still to be parsed
+        let r = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&r), b"event: open\n\n");
+        assert!(body_reader.release_buf_while_idle());
+        assert_eq!(body_reader.read_body(&mut mock_io).await.unwrap(), None);
+        assert!(body_reader.body_done());
+    }
+
+    #[tokio::test]
+    async fn a_full_read_keeps_its_buffer_for_the_next() {
+        init_log();
+        let big = vec![b'x'; 3 * BODY_FIRST_READ_SIZE];
+        let mut mock_io = Builder::new().read(&big[..]).read(b"").build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_close_delimited(b"");
+        assert!(!body_reader.release_buf_while_idle());
+        let r = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(r.len(), BODY_FIRST_READ_SIZE);
+        // the read filled its buffer: more is likely there, no wait and no release
+        assert!(!body_reader.release_buf_while_idle());
+        let r = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(r.len(), 2 * BODY_FIRST_READ_SIZE);
+    }
+
+    #[tokio::test]
+    async fn chunked_body_larger_than_the_first_read_is_whole() {
+        init_log();
+        // chunks of 10,000 and 70,000 bytes, the second's head split across reads
+        let mut wire = b"2710\r\n".to_vec();
+        wire.extend(vec![b'a'; 10_000]);
+        wire.extend(b"\r\n111");
+        let mut rest = b"70\r\n".to_vec();
+        rest.extend(vec![b'b'; 70_000]);
+        rest.extend(b"\r\n0\r\n\r\n");
+        let mut mock_io = Builder::new().read(&wire).read(&rest).build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_chunked(b"");
+        let mut body = vec![];
+        while let Some(r) = body_reader.read_body(&mut mock_io).await.unwrap() {
+            body.extend_from_slice(body_reader.get_body(&r));
+        }
+        assert_eq!(body.len(), 80_000);
+        assert!(body[..10_000].iter().all(|&c| c == b'a'));
+        assert!(body[10_000..].iter().all(|&c| c == b'b'));
+    }
+
+    #[tokio::test]
+    async fn upstream_content_length_buffer_fits_the_body_and_sees_extra_bytes() {
+        init_log();
+        let mut mock_io = Builder::new().read(b"abcdefX").build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(6, b"");
+        assert!(body_reader.body_buf.as_ref().unwrap().capacity() < 1024);
+        let r = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&r), b"abcdef");
+        assert_eq!(body_reader.get_body_overread(), Some(&b"X"[..]));
+    }
+
     #[tokio::test]
     async fn read_with_body_http10() {
         init_log();
@@ -2401,8 +2584,16 @@ mod tests {
         // read ext1, chunk incomplete
         let res = body_reader.read_body(&mut mock_io).await.unwrap();
         assert_eq!(res, Some(BufRef::new(0, 0)));
-        // read ext2, now oversized
-        let res = body_reader.read_body(&mut mock_io).await;
+        // read the rest of ext1 and ext2, now oversized (patched: reads start at a page, so
+        // ext1 may take more than one)
+        let mut res = body_reader.read_body(&mut mock_io).await;
+        for _ in 0..4 {
+            if res.is_err() {
+                break;
+            }
+            assert_eq!(res.unwrap(), Some(BufRef::new(0, 0)));
+            res = body_reader.read_body(&mut mock_io).await;
+        }
         assert!(res.is_err());
         assert_eq!(body_reader.body_state, ParseState::Done(0));
         assert_eq!(body_reader.get_body_overread(), None);
@@ -3212,13 +3403,13 @@ mod tests {
         let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(res, BufRef::new(0, 0));
         assert_eq!(body_reader.body_state, ParseState::ChunkedFinal(1, 7, 0, 0));
-        // aaa...
-        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
-        assert_eq!(res, BufRef::new(0, 0));
-        assert_eq!(
-            body_reader.body_state,
-            ParseState::ChunkedFinal(1, 1024 * 60 + 7, 0, 0)
-        );
+        // aaa... (patched: the trailer section is read a page first, doubling, so it takes
+        // several reads)
+        while body_reader.body_state != ParseState::ChunkedFinal(1, 1024 * 60 + 7, 0, 0) {
+            let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+            assert_eq!(res, BufRef::new(0, 0));
+            assert!(matches!(body_reader.body_state, ParseState::ChunkedFinal(1, _, 0, 0)));
+        }
         // CRLF
         let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(res, BufRef::new(0, 0));

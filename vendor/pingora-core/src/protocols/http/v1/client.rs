@@ -53,7 +53,7 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
-    request_written: Option<Box<RequestHeader>>,
+    request_written: Option<WrittenRequest>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
     body_recv: usize,
@@ -70,6 +70,27 @@ pub struct HttpSession {
 }
 
 /// HTTP 1.x client session
+/// What reading the response needs of the request that was written: its method, its
+/// `Connection` header and whether it asked for an upgrade. Patched (see PATCHES.md): the
+/// whole request header was kept for the response's life, about 4.8 KB of header maps per
+/// request in flight (an open event stream holds it for hours); it is dropped once written.
+#[derive(Debug, Clone, Copy)]
+struct WrittenRequest {
+    head: bool,
+    keepalive: Option<bool>,
+    upgrade: bool,
+}
+
+impl WrittenRequest {
+    fn of(req: &RequestHeader) -> Self {
+        WrittenRequest {
+            head: req.method == http::method::Method::HEAD,
+            keepalive: is_buf_keepalive(req.headers.get(header::CONNECTION)),
+            upgrade: is_upgrade_req(req),
+        }
+    }
+}
+
 impl HttpSession {
     /// Create a new http client session from an established (TCP or TLS) [`Stream`].
     pub fn new(stream: Stream) -> Self {
@@ -151,7 +172,7 @@ impl HttpSession {
             .or_err(WriteError, "flushing request header")?;
 
         // write was successful
-        self.request_written = Some(req);
+        self.request_written = Some(WrittenRequest::of(&req));
         Ok(to_wire.len())
     }
 
@@ -305,7 +326,16 @@ impl HttpSession {
                             return self.fail_response_header_read(e);
                         }
 
-                        let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
+                        let read = std::mem::take(&mut self.response_header_read_buf);
+                        // Patched (see PATCHES.md): the header's values point into this buffer,
+                        // so the response holds it for its life: an event stream for hours. A
+                        // header (with the start of its body) that fills less than half of it
+                        // is copied out, and the 4 KiB read buffer freed.
+                        let buf = if read.capacity() >= 2 * total_read {
+                            Bytes::copy_from_slice(&read)
+                        } else {
+                            read.freeze()
+                        };
 
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
@@ -468,6 +498,14 @@ impl HttpSession {
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
         self.init_body_reader();
+        // Patched (see PATCHES.md): between the events of a stream, the body buffer is
+        // allocated only once the next bytes are there (under the same read timeout).
+        if self.body_reader.release_buf_while_idle() {
+            self.underlying_stream
+                .wait_readable()
+                .await
+                .or_err(ReadError, "when waiting for body")?;
+        }
         self.body_reader
             .read_body(&mut self.underlying_stream)
             .await
@@ -606,10 +644,7 @@ impl HttpSession {
     }
 
     fn is_connection_keepalive(&self) -> Option<bool> {
-        let request_keepalive = self
-            .request_written
-            .as_ref()
-            .and_then(|req| is_buf_keepalive(req.headers.get(header::CONNECTION)));
+        let request_keepalive = self.request_written.as_ref().and_then(|req| req.keepalive);
 
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
@@ -698,7 +733,7 @@ impl HttpSession {
             };
 
             if let Some(req) = self.request_written.as_ref() {
-                if req.method == http::method::Method::HEAD {
+                if req.head {
                     self.body_reader.init_content_length(0, preread_body);
                     return;
                 }
@@ -721,10 +756,7 @@ impl HttpSession {
 
     /// Whether this request is for upgrade
     pub fn is_upgrade_req(&self) -> bool {
-        match self.request_written.as_deref() {
-            Some(req) => is_upgrade_req(req),
-            None => false,
-        }
+        self.request_written.as_ref().is_some_and(|req| req.upgrade)
     }
 
     /// `Some(true)` if the this is a successful upgrade

@@ -27,6 +27,10 @@ use crate::utils::KVRef;
 pub(super) const MAX_HEADERS: usize = 256;
 
 pub(super) const INIT_HEADER_BUF_SIZE: usize = 4096;
+/// The first buffer a request header is read into, grown as a longer header arrives: nginx's
+/// `client_header_buffer_size` default. Most request headers fit, and a connection holding a
+/// half-sent header holds 1 KiB, not 4 (patched: see PATCHES.md).
+pub(super) const INIT_REQUEST_HEADER_BUF_SIZE: usize = 1024;
 pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;

@@ -334,7 +334,7 @@ impl HttpSession {
                 if !self.wait_readable().await? {
                     return Ok(None);
                 }
-                BytesMut::with_capacity(INIT_HEADER_BUF_SIZE)
+                BytesMut::with_capacity(INIT_REQUEST_HEADER_BUF_SIZE)
             }
         };
         let mut already_read = buf.len();

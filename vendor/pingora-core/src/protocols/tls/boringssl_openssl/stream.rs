@@ -217,5 +217,39 @@ impl SslDigest {
     }
 }
 
-// TODO: implement Peek if needed
-impl<T> Peek for SslStream<T> {}
+#[cfg(feature = "openssl")]
+extern "C" {
+    // libssl's SSL_has_pending (OpenSSL 1.1.0+), not wrapped by the openssl crate: whether
+    // OpenSSL holds bytes of this connection that the socket will not report again, decrypted
+    // or not (read-ahead reads past the record it needs).
+    fn SSL_has_pending(s: *const ssl_lib::ssl_sys::SSL) -> std::os::raw::c_int;
+}
+
+/// Whether OpenSSL has bytes buffered for this connection (patched: see PATCHES.md).
+fn has_pending(ssl: &SslRef) -> bool {
+    #[cfg(feature = "openssl")]
+    {
+        use foreign_types::ForeignTypeRef;
+        // SAFETY: `as_ptr` is the live SSL of this stream; SSL_has_pending only reads it.
+        unsafe { SSL_has_pending(ssl.as_ptr()) == 1 }
+    }
+    #[cfg(not(feature = "openssl"))]
+    {
+        // BoringSSL has no SSL_has_pending: never wait, read as before.
+        let _ = ssl;
+        true
+    }
+}
+
+// Patched: a TLS stream waits for its next request's bytes as a TCP stream does, so the
+// header buffer is not allocated while it is idle, unless OpenSSL already holds bytes (a
+// pipelined request read ahead with the previous one): the socket would not wake for those.
+#[async_trait::async_trait]
+impl<T: Peek + Send> Peek for SslStream<T> {
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        if has_pending(self.ssl.ssl()) {
+            return Ok(());
+        }
+        self.ssl.get_mut().wait_readable().await
+    }
+}
