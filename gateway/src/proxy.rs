@@ -56,13 +56,16 @@ pub struct GatewayProxy {
 
 #[async_trait]
 impl ProxyHttp for GatewayProxy {
-    type CTX = Ctx;
+    /// Boxed: Pingora keeps the context in the request's future twice (the argument and its
+    /// binding), for the request's whole life (an open stream's hours); boxed, each is a
+    /// pointer and the context (about 850 bytes) one allocation.
+    type CTX = Box<Ctx>;
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx::new()
+    fn new_ctx(&self) -> Box<Ctx> {
+        Box::new(Ctx::new())
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         // The state this request runs on to its end, even if a reload swaps it meanwhile.
         let state = self.shared.load();
         let answered = request_steps(session, ctx, &state).await;
@@ -75,7 +78,7 @@ impl ProxyHttp for GatewayProxy {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         // Bodies without a Content-Length (chunked, HTTP/2) are counted as they arrive.
         if let (Some(b), Some(route)) = (body.as_ref(), ctx.route()) {
@@ -91,7 +94,11 @@ impl ProxyHttp for GatewayProxy {
         Ok(())
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
         let Ctx {
             state,
             route,
@@ -101,7 +108,7 @@ impl ProxyHttp for GatewayProxy {
             attempt,
             timing,
             ..
-        } = ctx;
+        } = &mut **ctx;
         let state = state
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no state"))?;
@@ -135,7 +142,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         _session: &mut Session,
         peer: &HttpPeer,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
         e: Box<Error>,
     ) -> Box<Error> {
         // Name the backend in the error log line (a TLS verification failure names only the SNI).
@@ -152,7 +159,7 @@ impl ProxyHttp for GatewayProxy {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
@@ -200,7 +207,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(p) = &ctx.normalized {
             let uri = strict::with_query(p, upstream_request.uri.query())
@@ -240,7 +247,7 @@ impl ProxyHttp for GatewayProxy {
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
         _digest: Option<&Digest>,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         ctx.timing.connect = ctx.since_upstream_start();
         Ok(())
@@ -250,7 +257,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if upstream_response.status.is_informational() {
             return Ok(());
@@ -266,7 +273,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         let Some(state) = ctx.state.as_ref() else {
             return Ok(());
@@ -304,7 +311,7 @@ impl ProxyHttp for GatewayProxy {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<Option<Duration>> {
         if let (Some(scan), Some(b)) = (ctx.answer.as_mut(), body.as_ref()) {
             scan.feed(b);
@@ -320,7 +327,7 @@ impl ProxyHttp for GatewayProxy {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<Option<Duration>> {
         if let (Some(f), Some(rights)) = (ctx.tools_filter.as_mut(), ctx.rights.as_ref()) {
             f.filter(body, end_of_stream, rights);
@@ -331,7 +338,12 @@ impl ProxyHttp for GatewayProxy {
         Ok(None)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
         let limit = ctx.route().map_or(0, |r| r.max_body_size);
         let Some(err) = GatewayError::from_proxy_error(e, limit) else {
             return FailToProxy {
@@ -370,7 +382,7 @@ impl ProxyHttp for GatewayProxy {
         }
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         // How the backend answered at the MCP level, now that the answer has ended.
         if let Some(scan) = ctx.answer.as_mut() {
             ctx.outcome = Some(scan.finish());

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import ssl
+import time
 import urllib.request
 
 import anyio
@@ -108,7 +109,16 @@ pool = "legacy_sse"
                 tg.start_soon(one_client, n)
 
     # Every session's messages found their session (else the calls above would have
-    # failed), and distinct clients used both replicas.
-    per_replica = [sse_sessions(b.port) for b in backends]
+    # failed), and distinct clients used both replicas. A replica counts a GET /sse when its
+    # stream ends: the client has gone, and the gateway closes the upstream stream then, well
+    # before the next heartbeat (25 s) would have found it gone.
+    left = time.monotonic()
+    while True:
+        per_replica = [sse_sessions(b.port) for b in backends]
+        if sum(per_replica) == CLIENTS or time.monotonic() > left + 10:
+            break
+        await anyio.sleep(0.1)
+    print(f"\n  SSE sessions per replica {per_replica}, all ended "
+          f"{time.monotonic() - left:.2f} s after the clients left")
     assert sum(per_replica) == CLIENTS, per_replica
     assert all(n > 0 for n in per_replica), per_replica

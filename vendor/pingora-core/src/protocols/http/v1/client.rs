@@ -70,6 +70,27 @@ pub struct HttpSession {
 }
 
 /// HTTP 1.x client session
+/// The part of a response header the session reads after handing it over (patched: see
+/// [`HttpSession::read_resp_header_parts`]).
+fn framing_fields(full: &ResponseHeader) -> Result<ResponseHeader> {
+    const KEPT: [&str; 5] = [
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "upgrade",
+    ];
+    let mut kept = ResponseHeader::build(full.status, Some(2))?;
+    kept.set_version(full.version);
+    kept.set_reason_phrase(full.get_reason_phrase())?;
+    for name in KEPT {
+        for value in full.headers.get_all(name) {
+            kept.append_header(name, value.clone())?;
+        }
+    }
+    Ok(kept)
+}
+
 /// What reading the response needs of the request that was written: its method, its
 /// `Connection` header and whether it asked for an upgrade. Patched (see PATCHES.md): the
 /// whole request header was kept for the response's life, about 4.8 KB of header maps per
@@ -464,11 +485,19 @@ impl HttpSession {
         }
     }
 
-    /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
+    /// Similar to [`Self::read_response()`], read the response header and then return it.
+    ///
+    /// Patched (see PATCHES.md): the header read is handed over instead of a clone of it, and
+    /// this session keeps a copy of what it still reads (status, version, reason and the
+    /// framing and keep-alive fields: `Connection`, `Keep-Alive`, `Transfer-Encoding`,
+    /// `Content-Length`, `Upgrade`); [`Self::resp_header()`] returns that copy afterwards.
+    /// A response in flight held two full headers, an open stream for its life.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
         // safe to unwrap because it is just read
-        Ok(Box::new(self.resp_header().unwrap().clone()))
+        let full = self.response_header.take().unwrap();
+        self.response_header = Some(Box::new(framing_fields(&full)?));
+        Ok(full)
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
