@@ -11,12 +11,16 @@ for both servers; the bounds asserted are wide (the timeouts are seconds, the sl
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import subprocess
 import threading
 import time
 import urllib.request
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 from conftest import start_nginx
 from policy_harness import PolicyGateway, start_upstream
@@ -329,15 +333,16 @@ def tls_read_until(s, obj, inc, count: int, limit: float) -> tuple[bytes, bool]:
     server's close ended the wait first (False)."""
     got = b""
     deadline = time.monotonic() + limit
-    while got.count(b"HTTP/1.1 200") < count:
+    while got.count(b"HTTP/1.1 ") < count:
         try:
-            while True:
-                got += obj.read(65536)
+            while chunk := obj.read(65536):
+                got += chunk
+            return got, False  # the server's close_notify
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLZeroReturnError:
             return got, False
-        if got.count(b"HTTP/1.1 200") >= count:
+        if got.count(b"HTTP/1.1 ") >= count:
             break
         if time.monotonic() >= deadline:
             return got, False
@@ -354,30 +359,50 @@ def tls_read_until(s, obj, inc, count: int, limit: float) -> tuple[bytes, bool]:
 
 def test_tls_keepalive_wait_serves_records_read_ahead_and_expires(procs, tmp_path, tls_cert):
     """An idle TLS keep-alive connection waits for its next request's bytes on the socket
-    before the gateway allocates a header buffer. Two requests sent as two TLS records in one
-    TCP send are read ahead together by OpenSSL (the first exactly as long as the gateway's
-    first header read), so the second is never on the socket when the first is answered: it
-    must be served without waiting for more bytes. A third request after a pause wakes the
-    wait, and the idle connection is then cut at keepalive_timeout."""
+    before the gateway allocates a header buffer, unless OpenSSL already holds them
+    (SSL_has_pending). Two requests sent as two TLS records in one TCP send are read ahead
+    together by OpenSSL (SSL_CTX_set_read_ahead). The first is exactly as long as the
+    gateway's first header read (1 KiB), so that read ends with it and the second stays in
+    OpenSSL's buffer. The first is answered by the gateway itself and keeps the connection
+    (the RFC 9728 metadata), so no read of the connection runs while it is answered (a
+    proxied request's idle read would take the second along). The second, never on the
+    socket, must be served without waiting for more bytes. A third request after a pause
+    wakes the wait, and the idle connection is then cut at keepalive_timeout."""
     up_port = start_upstream(procs, "u")
-    gw = timed_gateway(procs, tmp_path, up_port, tls=tls_cert)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": "k1", "use": "sig", "alg": "RS256"})
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    gw = PolicyGateway(procs, tmp_path, f"""
+{LIMITS}
+[auth.oauth]
+resource = "https://localhost/mcp"
+authorization_servers = ["https://issuer.example"]
+jwks_file = "{tmp_path / 'jwks.json'}"
+
+[pools.u]
+servers = ["127.0.0.1:{up_port}"]
+
+[[routes]]
+path = "/"
+pool = "u"
+""", tls=tls_cert)
     s, obj, inc, out = tls_client(gw.https_port)
     try:
         time.sleep(0.3)  # the gateway is past the handshake and waits for a request
         req = b"GET /whoami HTTP/1.1\r\nHost: localhost\r\n\r\n"
-        # A first request exactly as long as the gateway's first header read (1 KiB): the
-        # read ends at the record's end, and the second record is left to OpenSSL's buffer.
-        pad = b"X-Pad: \r\n"
-        first = req[:-2] + pad[:7] + b"p" * (1024 - len(req) - len(pad)) + pad[7:] + b"\r\n"
+        meta = b"GET /.well-known/oauth-protected-resource/mcp HTTP/1.1\r\nHost: localhost\r\n"
+        first = meta + b"X-Pad: " + b"p" * (1024 - len(meta) - 11) + b"\r\n\r\n"
         assert len(first) == 1024
         obj.write(first)
         obj.write(req)  # a second record
         records = out.read()
         s.sendall(records)  # both records in one send
         got, both = tls_read_until(s, obj, inc, 2, 5.0)
-        print(f"\n  two pipelined TLS records: {got.count(b'HTTP/1.1 200')} answers "
+        print(f"\n  two pipelined TLS records: {got.count(b'HTTP/1.1 ')} answers "
               f"({len(records)} bytes sent at once)")
         assert both, got[:400]
+        assert got.count(b"HTTP/1.1 200") == 2 and b"authorization_servers" in got, got[:400]
         # Idle again: a third request, after a pause, wakes the wait and is served.
         time.sleep(0.3)
         obj.write(req)

@@ -216,11 +216,8 @@ impl BodyReader {
         }
     }
 
-    fn prepare_buf(&mut self, buf_to_rewind: &[u8]) {
-        self.prepare_buf_sized(buf_to_rewind, self.next_read_size());
-    }
-
-    fn prepare_buf_sized(&mut self, buf_to_rewind: &[u8], size: usize) {
+    /// A new body buffer of `size` bytes (at least those to rewind), holding `buf_to_rewind`.
+    fn prepare_buf(&mut self, buf_to_rewind: &[u8], size: usize) {
         let mut body_buf = BytesMut::with_capacity(size.max(buf_to_rewind.len()));
         if !buf_to_rewind.is_empty() {
             self.rewind_buf_len = buf_to_rewind.len();
@@ -268,7 +265,7 @@ impl BodyReader {
 
     pub fn init_chunked(&mut self, buf_to_rewind: &[u8]) {
         self.body_state = PS::Chunked(0, 0, 0, 0);
-        self.prepare_buf(buf_to_rewind);
+        self.prepare_buf(buf_to_rewind, self.next_read_size());
     }
 
     /// Zero-copy variant of [`Self::init_chunked`].
@@ -293,7 +290,7 @@ impl BodyReader {
                 }
             }
             _ => {
-                self.prepare_buf_sized(buf_to_rewind, self.partial_read_size(cl));
+                self.prepare_buf(buf_to_rewind, self.partial_read_size(cl));
                 self.body_state = PS::Partial(0, cl);
             }
         }
@@ -317,7 +314,7 @@ impl BodyReader {
     }
 
     pub fn init_close_delimited(&mut self, buf_to_rewind: &[u8]) {
-        self.prepare_buf(buf_to_rewind);
+        self.prepare_buf(buf_to_rewind, self.next_read_size());
         self.body_state = PS::UntilClose(0);
     }
 
@@ -452,6 +449,39 @@ impl BodyReader {
         want.min(self.body_buf_size)
     }
 
+    /// A read of a body of unknown length into the emptied buffer, of `next_read_size` bytes
+    /// at most; the size of the next read follows from what it returned (patched: the read
+    /// was always body_buf_size; see PATCHES.md).
+    async fn read_sized<S>(&mut self, stream: &mut S, what: &'static str) -> Result<usize>
+    where
+        S: AsyncRead + Unpin + Send,
+    {
+        let read_size = self.next_read_size();
+        let body_buf = self.prepare_buf_for_io(read_size);
+        let n = stream
+            .take(read_size as u64)
+            .read_buf(body_buf)
+            .await
+            .or_err(ReadError, what)?;
+        self.adapt_read_size(read_size, n);
+        Ok(n)
+    }
+
+    /// The bytes the next step of a body of unknown length parses: those read with the
+    /// header, once (all the peer sent at once, so the read counts as short), else a fresh
+    /// [`Self::read_sized`].
+    async fn rewound_or_read<S>(&mut self, stream: &mut S) -> Result<usize>
+    where
+        S: AsyncRead + Unpin + Send,
+    {
+        let rewound = std::mem::take(&mut self.rewind_buf_len);
+        if rewound != 0 {
+            self.last_read_short = true;
+            return Ok(rewound);
+        }
+        self.read_sized(stream, "when reading body").await
+    }
+
     pub async fn do_read_body<S>(&mut self, stream: &mut S) -> Result<Option<BufRef>>
     where
         S: AsyncRead + Unpin + Send,
@@ -517,21 +547,8 @@ impl BodyReader {
     where
         S: AsyncRead + Unpin + Send,
     {
-        let mut n = self.rewind_buf_len;
-        self.rewind_buf_len = 0; // we only need to read rewind data once
-        // What came with the header is all the peer sent at once (patched: see PATCHES.md).
-        self.last_read_short = n != 0;
-        if n == 0 {
-            /* Need to actually read */
-            let read_size = self.next_read_size();
-            let body_buf = self.prepare_buf_for_io(read_size);
-            n = stream
-                .take(read_size as u64)
-                .read_buf(body_buf)
-                .await
-                .or_err(ReadError, "when reading body")?;
-            self.adapt_read_size(read_size, n);
-        }
+        // we only need to read rewind data once
+        let n = self.rewound_or_read(stream).await?;
         match self.body_state {
             PS::UntilClose(read) => {
                 if n == 0 {
@@ -559,20 +576,8 @@ impl BodyReader {
             ) => {
                 if existing_buf_start == 0 {
                     if existing_buf_end == 0 {
-                        existing_buf_end = self.rewind_buf_len;
-                        self.rewind_buf_len = 0; // we only need to read rewind data once
-                        // What came with the header is all the peer sent at once (patched).
-                        self.last_read_short = existing_buf_end != 0;
-                        if existing_buf_end == 0 {
-                            let read_size = self.next_read_size();
-                            let body_buf = self.prepare_buf_for_io(read_size);
-                            existing_buf_end = stream
-                                .take(read_size as u64)
-                                .read_buf(body_buf)
-                                .await
-                                .or_err(ReadError, "when reading body")?;
-                            self.adapt_read_size(read_size, existing_buf_end);
-                        }
+                        // we only need to read rewind data once
+                        existing_buf_end = self.rewound_or_read(stream).await?;
                     } else {
                         /* existing_buf_end != 0 this is partial chunk head */
                         /* copy the #expecting_from_io bytes until index existing_buf_end
@@ -896,15 +901,7 @@ impl BodyReader {
                 } else {
                     // Every previously buffered byte has already been parsed by the loop below
                     // (it only exits once `start` reaches `n`), so the buffer can be reset.
-                    let read_size = self.next_read_size();
-                    let body_buf = self.prepare_buf_for_io(read_size);
-                    let n = stream
-                        .take(read_size as u64)
-                        .read_buf(body_buf)
-                        .await
-                        .or_err(ReadError, "when reading trailers end")?;
-                    self.adapt_read_size(read_size, n);
-                    n
+                    self.read_sized(stream, "when reading trailers end").await?
                 };
                 if n == 0 {
                     self.body_state = PS::Done(read);
