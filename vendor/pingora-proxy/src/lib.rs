@@ -95,6 +95,7 @@ mod proxy_h2;
 mod proxy_purge;
 mod proxy_trait;
 pub mod subrequest;
+mod task_pipe;
 
 use subrequest::{BodyMode, Ctx as SubrequestCtx};
 

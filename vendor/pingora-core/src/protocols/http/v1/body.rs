@@ -204,10 +204,8 @@ impl BodyReader {
     /// caller waits for the stream to be readable, and the read allocates a buffer then.
     /// Patched (see PATCHES.md): each open stream held its read buffer between events.
     pub fn release_buf_while_idle(&mut self) -> bool {
-        let fresh_read_next = match self.body_state {
-            PS::Chunked(_, 0, 0, _) | PS::UntilClose(_) => true,
-            _ => false,
-        };
+        let fresh_read_next =
+            matches!(self.body_state, PS::Chunked(_, 0, 0, _) | PS::UntilClose(_));
         if self.last_read_short && fresh_read_next && self.rewind_buf_len == 0 {
             self.body_buf = None;
             true
