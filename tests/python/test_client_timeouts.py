@@ -44,10 +44,12 @@ NGINX_SERVER = """
 """
 
 
-def timed_gateway(procs, tmp_path, up_port: int, tls=None) -> PolicyGateway:
-    """The gateway with the short timeouts, everything routed to one upstream."""
+def timed_gateway(procs, tmp_path, up_port: int, tls=None, extra: str = "") -> PolicyGateway:
+    """The gateway with the short timeouts, everything routed to one upstream; `extra` adds
+    sections to the config."""
     return PolicyGateway(procs, tmp_path, f"""
 {LIMITS}
+{extra}
 [pools.u]
 servers = ["127.0.0.1:{up_port}"]
 
@@ -373,20 +375,12 @@ def test_tls_keepalive_wait_serves_records_read_ahead_and_expires(procs, tmp_pat
     jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
     jwk.update({"kid": "k1", "use": "sig", "alg": "RS256"})
     (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
-    gw = PolicyGateway(procs, tmp_path, f"""
-{LIMITS}
+    gw = timed_gateway(procs, tmp_path, up_port, tls=tls_cert, extra=f"""
 [auth.oauth]
 resource = "https://localhost/mcp"
 authorization_servers = ["https://issuer.example"]
 jwks_file = "{tmp_path / 'jwks.json'}"
-
-[pools.u]
-servers = ["127.0.0.1:{up_port}"]
-
-[[routes]]
-path = "/"
-pool = "u"
-""", tls=tls_cert)
+""")
     s, obj, inc, out = tls_client(gw.https_port)
     try:
         time.sleep(0.3)  # the gateway is past the handshake and waits for a request
