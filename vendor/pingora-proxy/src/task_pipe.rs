@@ -120,8 +120,9 @@ impl<T> Sender<T> {
         }
         if s.has_room() {
             s.reserved += 1;
-            // Nothing of this sender waits any more.
-            let stale = s.tx_waker.take();
+            // This task waits no more; another task's waker stays to be woken.
+            let mine = s.tx_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+            let stale = if mine { s.tx_waker.take() } else { None };
             drop(s);
             drop(stale);
             return Poll::Ready(Ok(Permit {
