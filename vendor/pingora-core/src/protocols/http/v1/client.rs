@@ -69,7 +69,6 @@ pub struct HttpSession {
     allow_h1_response_invalid_content_length: bool,
 }
 
-/// HTTP 1.x client session
 /// The part of a response header the session reads after handing it over (patched: see
 /// [`HttpSession::read_resp_header_parts`]).
 fn framing_fields(full: &ResponseHeader) -> Result<ResponseHeader> {
@@ -112,6 +111,7 @@ impl WrittenRequest {
     }
 }
 
+/// HTTP 1.x client session
 impl HttpSession {
     /// Create a new http client session from an established (TCP or TLS) [`Stream`].
     pub fn new(stream: Stream) -> Self {
