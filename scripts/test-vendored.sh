@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The vendored Pingora crates' own unit tests, with the workspace's patches applied.
 #
-# vendor/pingora-core and vendor/pingora-proxy are used through [patch.crates-io] and are not
-# workspace members, so `cargo test --workspace` does not run their tests (cargo refuses to test
-# a non-member's dev-dependencies). This copies both into a small workspace of their own, with
+# vendor/pingora-core, vendor/pingora-proxy and vendor/pingora-http are used through
+# [patch.crates-io] and are not workspace members, so `cargo test --workspace` does not run their
+# tests (cargo refuses to test a non-member's dev-dependencies). This copies them into a small
+# workspace of their own, with
 # the main workspace's Cargo.lock so the same dependency versions are built, and runs their
 # library tests. Pingora's connector tests dial public addresses (1.1.1.1, one.one.one.one),
 # which a machine without network cannot reach: they are skipped.
@@ -14,18 +15,19 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 export PATH="$HOME/.cargo/bin:$PATH"
 work="$repo/target/vendored/src"
 mkdir -p "$work"
-rm -rf "$work/pingora-core" "$work/pingora-proxy"
-cp -r "$repo/vendor/pingora-core" "$repo/vendor/pingora-proxy" "$work/"
+rm -rf "$work/pingora-core" "$work/pingora-proxy" "$work/pingora-http"
+cp -r "$repo/vendor/pingora-core" "$repo/vendor/pingora-proxy" "$repo/vendor/pingora-http" "$work/"
 cat > "$work/Cargo.toml" <<'TOML'
 [workspace]
-members = ["pingora-core", "pingora-proxy"]
+members = ["pingora-core", "pingora-proxy", "pingora-http"]
 resolver = "2"
 
 [patch.crates-io]
 pingora-core = { path = "pingora-core" }
 pingora-proxy = { path = "pingora-proxy" }
+pingora-http = { path = "pingora-http" }
 TOML
 cp "$repo/Cargo.lock" "$work/Cargo.lock"
 cd "$work"
 CARGO_TARGET_DIR="$repo/target/vendored/target" cargo test --release --lib \
-    -p pingora-core -p pingora-proxy -- --skip connectors::
+    -p pingora-core -p pingora-proxy -p pingora-http -- --skip connectors::

@@ -72,19 +72,20 @@ pub struct HttpSession {
 /// The part of a response header the session reads after handing it over (patched: see
 /// [`HttpSession::read_resp_header_parts`]).
 fn framing_fields(full: &ResponseHeader) -> Result<ResponseHeader> {
-    const KEPT: [&str; 5] = [
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "content-length",
-        "upgrade",
+    // Typed names: copied into the kept header without being parsed again.
+    const KEPT: [http::HeaderName; 5] = [
+        http::header::CONNECTION,
+        http::HeaderName::from_static("keep-alive"),
+        http::header::TRANSFER_ENCODING,
+        http::header::CONTENT_LENGTH,
+        http::header::UPGRADE,
     ];
-    let mut kept = ResponseHeader::build(full.status, Some(2))?;
+    let mut kept = ResponseHeader::build_no_case(full.status, Some(2))?;
     kept.set_version(full.version);
     kept.set_reason_phrase(full.get_reason_phrase())?;
     for name in KEPT {
-        for value in full.headers.get_all(name) {
-            kept.append_header(name, value.clone())?;
+        for value in full.headers.get_all(&name) {
+            kept.append_header(&name, value.clone())?;
         }
     }
     Ok(kept)
@@ -326,7 +327,10 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
-                        let mut response_header = match ResponseHeader::build(
+                        // Patched (see PATCHES.md): the response does not keep its header
+                        // names' case, like the request in `v1::server` (one map entry per
+                        // header instead of two); they go out in their canonical form.
+                        let mut response_header = match ResponseHeader::build_no_case(
                             resp.code.unwrap(),
                             Some(resp.headers.len()),
                         ) {
@@ -1036,6 +1040,25 @@ mod tests_stream {
         let res = http_stream.read_response().await;
         assert_eq!(input.len(), res.unwrap());
         assert_eq!(0, http_stream.resp_header().unwrap().headers.len());
+    }
+
+    #[tokio::test]
+    async fn read_response_header_names_are_not_case_kept() {
+        init_log();
+        let input =
+            b"HTTP/1.1 200 OK\r\ncontent-TYPE: a\r\nMCP-Session-Id: 1\r\nContent-Length: 0\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_response().await.unwrap();
+        let resp = http_stream.resp_header().unwrap();
+        assert!(!resp.has_case());
+        assert_eq!(resp.headers["mcp-session-id"], "1");
+        let mut wire: Vec<u8> = vec![];
+        resp.header_to_h1_wire(&mut wire);
+        assert_eq!(
+            wire,
+            b"Content-Type: a\r\nMcp-Session-Id: 1\r\nContent-Length: 0\r\n".to_vec()
+        );
     }
 
     #[tokio::test]

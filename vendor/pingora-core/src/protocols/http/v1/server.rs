@@ -385,7 +385,11 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
+                        // Patched (see PATCHES.md): the request does not keep its header
+                        // names' case (RFC 9110 section 5.1: they are case-insensitive), so each
+                        // header is one map entry instead of two; names go out upstream in their
+                        // canonical form (pingora-http's `header_to_h1_wire`).
+                        let mut request_header = Box::new(RequestHeader::build_no_case(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
@@ -1913,6 +1917,25 @@ mod tests_stream {
         let res = http_stream.read_request().await;
         assert_eq!(input.len(), res.unwrap().unwrap());
         assert_eq!(0, http_stream.req_header().headers.len());
+    }
+
+    #[tokio::test]
+    async fn read_request_header_names_are_not_case_kept() {
+        init_log();
+        let input = b"GET / HTTP/1.1\r\nhost: a\r\nX-CUSTOM-header: 1\r\nmcp-session-id: 2\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        let req = http_stream.req_header();
+        assert!(!req.has_case());
+        assert_eq!(req.headers.len(), 3);
+        assert_eq!(req.headers["x-custom-header"], "1");
+        let mut wire: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut wire);
+        assert_eq!(
+            wire,
+            b"Host: a\r\nX-Custom-Header: 1\r\nMcp-Session-Id: 2\r\n".to_vec()
+        );
     }
 
     #[cfg(feature = "patched_http1")]
