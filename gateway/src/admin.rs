@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is alive),
-//! `/readyz` (config loaded and every route has a healthy backend, else 503) and `/status`
+//! `/readyz` (config loaded and every route has a healthy backend, one that has passed a check
+//! in a health-checked pool; else 503) and `/status`
 //! (JSON: pools, backends, health, in-flight counts, weights).
 
 use std::sync::Arc;

@@ -228,13 +228,14 @@ impl State {
         Ok((state, activation))
     }
 
-    /// Every route has at least one pool with a healthy backend (the `/readyz` rule).
+    /// Every route has at least one pool ready to serve (the `/readyz` rule: a healthy backend,
+    /// which in a health-checked pool has passed a check).
     pub fn ready(&self) -> bool {
         !self.routes.is_empty()
             && self
                 .routes
                 .iter()
-                .all(|r| r.targets.iter().any(|t| t.pool.has_available()))
+                .all(|r| r.targets.iter().any(|t| t.pool.ready()))
     }
 }
 

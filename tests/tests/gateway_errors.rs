@@ -91,6 +91,44 @@ fn no_healthy_backend_is_502_and_readyz_says_so() {
     );
 }
 
+/// `/readyz` of a health-checked pool waits for a backend to pass a check: a replica that
+/// accepts connections but never answers keeps the gateway unready from the start (before,
+/// it was ready until `fall` checks had failed), while it still gets traffic like nginx's
+/// servers do; an answering replica makes it ready within the first check round.
+#[test]
+fn readyz_of_a_checked_pool_waits_for_a_passed_check() {
+    let stalled = Upstream::start_stall("st");
+    let check = "[pools.p.health_check]\npath = \"/healthz\"\ninterval = \"2s\"\ntimeout = \"1s\"\nrise = 1\nfall = 3\n\n[[routes]]\nname = \"all\"\npath = \"/\"\npool = \"p\"\n";
+    let body = format!(
+        "{}{check}",
+        pool_toml("p", "least_conn", &[stalled.addr()], "max_fails = 0")
+    );
+    let gw = Gateway::start(&body);
+    for _ in 0..3 {
+        let ready = e2e::curl(&[&gw.admin("/readyz")]);
+        assert_eq!(ready.status, 503, "{ready:?}");
+        assert_eq!(ready.json()["status"], "not ready");
+        // The stalled replica is still in the pool: its checks have not reached `fall`.
+        let st = gw.status();
+        assert_eq!(st["pools"][0]["healthy"], true, "{st}");
+        assert_eq!(st["ready"], false, "{st}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    let up = Upstream::start("a");
+    let body = format!("{}{check}", pool_toml("p", "least_conn", &[up.addr()], ""));
+    let gw = Gateway::start(&body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while e2e::curl(&[&gw.admin("/readyz")]).status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a pool whose replica answers its check is not ready after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(gw.status()["ready"], true);
+}
+
 #[test]
 fn dead_backend_without_checks_is_502_and_stalled_one_is_504() {
     let dead = format!("127.0.0.1:{}", free_port());

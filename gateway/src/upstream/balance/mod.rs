@@ -217,6 +217,20 @@ impl Pool {
             .iter()
             .any(|b| b.stats.available(now))
     }
+
+    /// Ready to serve (the `/readyz` rule): a backend takes traffic and, when the pool has an
+    /// active health check, has passed one. Traffic itself does not wait for the first check
+    /// (a backend is up until checks or failures say otherwise, as in nginx), but a readiness
+    /// probe should not send clients to a gateway whose backends have never answered.
+    pub fn ready(&self) -> bool {
+        let now = now_ms();
+        let checked = self.health_check.is_some();
+        self.set
+            .load()
+            .backends
+            .iter()
+            .any(|b| b.stats.available(now) && (!checked || b.stats.passed_check()))
+    }
 }
 
 /// One resolved address of a configured server.
@@ -358,6 +372,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_checked_pool_is_ready_once_a_backend_passed_a_check() {
+        let plain = pool(config::Balance::LeastConn, "ready-plain", &[20061, 20062]);
+        assert!(
+            plain.ready(),
+            "a pool without checks is ready while a backend is up"
+        );
+
+        let mut checked = pool(config::Balance::LeastConn, "ready-checked", &[20063, 20064]);
+        checked.health_check = Some(config::HealthCheck {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 2,
+        });
+        let set = checked.set.load_full();
+        assert!(
+            checked.has_available(),
+            "traffic does not wait for the first check"
+        );
+        assert!(!checked.ready(), "no backend has answered a check yet");
+        // A failed first check (under `fall`) leaves it up for traffic, still not ready.
+        assert_eq!(set.backends[0].stats.record_check(false, 2, 2), None);
+        assert!(checked.has_available());
+        assert!(!checked.ready());
+        // One passed check is enough for readiness, even under `rise` (it was never down).
+        assert_eq!(set.backends[1].stats.record_check(true, 2, 2), None);
+        assert!(checked.ready());
+        // A backend that passed and is then taken out by its checks no longer counts.
+        set.backends[1].stats.record_check(false, 2, 2);
+        assert_eq!(set.backends[1].stats.record_check(false, 2, 2), Some(false));
+        assert!(!checked.ready());
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct BackendStats {
     pub in_flight: IntGauge,
     up_gauge: IntGauge,
     active_up: AtomicBool,
+    /// An active check has passed at least once (the `/readyz` rule of a checked pool).
+    passed_check: AtomicBool,
     consecutive_ok: AtomicU32,
     consecutive_fail: AtomicU32,
     passive_fails: AtomicU32,
@@ -53,6 +55,7 @@ impl BackendStats {
             up_gauge: METRICS.backend_up.with_label_values(&[pool, &label]),
             label,
             active_up: AtomicBool::new(true),
+            passed_check: AtomicBool::new(false),
             consecutive_ok: AtomicU32::new(0),
             consecutive_fail: AtomicU32::new(0),
             passive_fails: AtomicU32::new(0),
@@ -75,6 +78,12 @@ impl BackendStats {
         self.active_up.load(Relaxed)
     }
 
+    /// An active check of this backend has passed at least once since it was first seen (a
+    /// reload keeps it: the stats outlive pool rebuilds).
+    pub fn passed_check(&self) -> bool {
+        self.passed_check.load(Relaxed)
+    }
+
     /// Milliseconds left of a passive "down" penalty, 0 when none.
     pub fn passive_down_ms(&self, now_ms: u64) -> u64 {
         self.down_until_ms.load(Relaxed).saturating_sub(now_ms)
@@ -83,6 +92,7 @@ impl BackendStats {
     /// Feed one active check result; returns Some(new state) when it flipped.
     pub fn record_check(&self, ok: bool, rise: u32, fall: u32) -> Option<bool> {
         let changed = if ok {
+            self.passed_check.store(true, Relaxed);
             self.consecutive_fail.store(0, Relaxed);
             let n = self.consecutive_ok.fetch_add(1, Relaxed).saturating_add(1);
             if !self.active_up.load(Relaxed) && n >= rise.max(1) {
