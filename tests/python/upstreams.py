@@ -8,7 +8,8 @@ With --tls-cert/--tls-key the normal mode speaks HTTPS (HTTP/1.1 over TLS) inste
 normal mode routes:
   GET  /healthz                  200 {"ok":true} (503 after POST /admin/unhealthy)
   ANY  /whoami                   {"name": N, "port": P}
-  ANY  /echo                     request line, headers and body size as JSON
+  ANY  /echo                     request line, headers (and their names as spelled) and body size as JSON
+  GET  /names                    a response whose header names are spelled oddly
   ANY  /sse?n=5&gap_ms=300       text/event-stream, n events `data: {"i":i,"t":...}` spaced gap_ms
   ANY  /ndjson?n=5&gap_ms=300    application/x-ndjson lines spaced gap_ms
   ANY  /hold?ms=60000            SSE that stays open ms (comment every second) or until the client goes
@@ -41,12 +42,16 @@ async def read_request(reader: asyncio.StreamReader):
         return None
     method, target, _version = line.decode("latin-1").strip().split(" ", 2)
     headers: dict[str, str] = {}
+    names: list[str] = []
     while True:
         h = await reader.readline()
         if h in (b"\r\n", b"\n", b""):
             break
         k, _, v = h.decode("latin-1").partition(":")
+        names.append(k.strip())
         headers[k.strip().lower()] = v.strip()
+    # The names as spelled on the wire, in order (the dict above is lower case).
+    headers["\0names"] = names
     body = b""
     if "content-length" in headers:
         body = await reader.readexactly(int(headers["content-length"]))
@@ -134,6 +139,7 @@ async def handle(reader, writer, name: str, port: int) -> None:
             if req is None:
                 break
             method, target, headers, body = req
+            raw_names = headers.pop("\0names")
             STATS["requests"] += 1
             url = urlsplit(target)
             q = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -156,8 +162,15 @@ async def handle(reader, writer, name: str, port: int) -> None:
                                               "sni": TLS_SEEN["sni"], "name": name})
             elif path == "/echo":
                 await send_json(writer, 200, {"method": method, "target": target,
-                                              "headers": headers, "body_len": len(body),
-                                              "name": name})
+                                              "headers": headers, "raw_names": raw_names,
+                                              "body_len": len(body), "name": name})
+            elif path == "/names":
+                # Header names in odd spellings, to see what the proxy sends on.
+                payload = b'{"ok":true}'
+                writer.write(head(200, "application/json", len(payload),
+                                  "x-lower-name: 1\r\nX-UPPER-NAME: 2\r\nmCp-SeSsIoN-iD: s\r\n")
+                             + payload)
+                await writer.drain()
             elif path == "/big":
                 size = int(q.get("size", "5000"))
                 payload = json.dumps({"name": name, "data": "x" * size}).encode()

@@ -169,6 +169,77 @@ fn request_and_response_headers() {
     );
 }
 
+/// Header names are case-insensitive (RFC 9110 section 5.1) and the gateway does not keep
+/// their spelling: over HTTP/1.1 both directions carry the canonical form (`Mcp-Session-Id`),
+/// whatever the client or the upstream wrote; values are untouched.
+#[test]
+fn header_names_go_out_in_canonical_form() {
+    let up = Upstream::start("n");
+    let gw = gateway_for(&up);
+    let out = gw.curl_https(
+        "/echo",
+        &[
+            "--http1.1",
+            "-H",
+            "x-custom-HEADER: Keep THIS",
+            "-H",
+            "MCP-SESSION-ID: s1",
+        ],
+    );
+    assert_eq!(out.status, 200, "{out:?}");
+    let seen = out.json();
+    let names: Vec<&str> = seen["raw_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    for name in [
+        "X-Custom-Header",
+        "Mcp-Session-Id",
+        "Host",
+        "X-Forwarded-For",
+        "X-Real-Ip",
+    ] {
+        assert!(names.contains(&name), "{name} not in {names:?}");
+    }
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.contains("HEADER") && !n.contains("SESSION")),
+        "{names:?}"
+    );
+    assert_eq!(seen["headers"]["x-custom-header"], "Keep THIS");
+
+    for proto in ["--http1.1", "--http2"] {
+        let out = gw.curl_https("/names", &[proto]);
+        assert_eq!(out.status, 200, "{out:?}");
+        let names: Vec<&str> = out.headers.iter().map(|(k, _)| k.as_str()).collect();
+        let want: &[&str] = if proto == "--http1.1" {
+            &[
+                "X-Lower-Name",
+                "X-Upper-Name",
+                "Mcp-Session-Id",
+                "Content-Type",
+                "X-Frame-Options",
+            ]
+        } else {
+            // HTTP/2 field names are lower case (RFC 9113 section 8.2.1).
+            &[
+                "x-lower-name",
+                "x-upper-name",
+                "mcp-session-id",
+                "content-type",
+                "x-frame-options",
+            ]
+        };
+        for name in want {
+            assert!(names.contains(name), "{proto}: {name} not in {names:?}");
+        }
+        assert_eq!(out.header("mcp-session-id"), Some("s"));
+    }
+}
+
 #[test]
 fn upstream_connections_are_kept_alive() {
     let up = Upstream::start("k");
