@@ -68,27 +68,34 @@ fn check_raw(raw: &[u8], limits: &Limits) -> Result<RawCounts, GatewayError> {
         return Err(too_large(431, "the request header section is too large"));
     }
     let mut counts = RawCounts::default();
-    for (i, line) in raw.split(|b| *b == b'\n').enumerate() {
+    // memchr finds the line ends and colons a machine word at a time: this runs on every
+    // request's whole header section.
+    let mut start = 0;
+    let mut first = true;
+    while start < raw.len() {
+        let end = memchr::memchr(b'\n', &raw[start..]).map_or(raw.len(), |n| start + n);
+        let line = &raw[start..end];
+        start = end + 1;
         if line.len() > limits.header_line_size {
-            return Err(if i == 0 {
+            return Err(if first {
                 too_large(414, "the request line is too long")
             } else {
                 too_large(431, "a request header line is too long")
             });
         }
-        if i == 0 {
+        if std::mem::take(&mut first) {
             continue;
         }
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
+        // Only three names are counted: their lengths rule out every other header at once.
         let name = &line[..colon];
-        if name.eq_ignore_ascii_case(b"content-length") {
-            counts.content_length += 1;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            counts.transfer_encoding += 1;
-        } else if name.eq_ignore_ascii_case(b"host") {
-            counts.host += 1;
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => counts.content_length += 1,
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => counts.transfer_encoding += 1,
+            4 if name.eq_ignore_ascii_case(b"host") => counts.host += 1,
+            _ => {}
         }
     }
     Ok(counts)
@@ -298,6 +305,15 @@ mod tests {
         let cl = req(v11, "/", &[("Host", "a"), ("Content-Length", "3")]);
         let dup = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n";
         assert_eq!(status(dup, &cl), 400);
+        // Names in any case, on the last line without its line end, and names of the same
+        // length as a counted one are told apart.
+        let host = req(v11, "/", &[("Host", "a")]);
+        assert_eq!(status("GET / HTTP/1.1\r\nHOST: a\r\nhost: b", &host), 400);
+        let te_upper =
+            "POST / HTTP/1.1\r\nHost: a\r\nTRANSFER-ENCODING: chunked\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(status(te_upper, &te), 400);
+        let lookalikes = "GET / HTTP/1.1\r\nHost: a\r\nHose: b\r\nContent-Lengtx: 1\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(status(lookalikes, &cl), 200);
         let plus = req(v11, "/", &[("Host", "a"), ("Content-Length", "+3")]);
         assert_eq!(status("POST / HTTP/1.1\r\n\r\n", &plus), 400);
     }
