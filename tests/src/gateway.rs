@@ -307,6 +307,10 @@ pub enum PeerMode {
     /// Answers health checks 503 and closes every other connection without an answer (the
     /// address of a dead replica that something unhealthy took over).
     Unhealthy,
+    /// Answers every request `200 ok` on a kept-alive connection and records who closed each
+    /// connection and when ([`CountingPeer::connections`]); with `close_idle_after` it closes a
+    /// connection left idle that long, as a backend with a short keep-alive timeout does.
+    KeepAlive { close_idle_after: Option<Duration> },
 }
 
 /// What a [`CountingPeer`] has received so far.
@@ -314,12 +318,25 @@ pub enum PeerMode {
 struct PeerCounts {
     health_checks: usize,
     requests: usize,
+    /// One per connection, in accept order: kept in [`PeerMode::KeepAlive`] only.
+    connections: Vec<PeerConn>,
 }
 
-/// A peer in the test process on 127.0.0.1:`port` that never serves a request but counts every
-/// HTTP request that reaches it, health checks (`/healthz`) apart, so a test can tell whether
-/// the gateway still sends traffic to a replica it reports down (retries would hide that from
-/// clients). Stops listening and closes its connections on drop.
+/// What a [`CountingPeer`] in [`PeerMode::KeepAlive`] saw of one connection.
+#[derive(Clone, Debug)]
+pub struct PeerConn {
+    pub requests: usize,
+    pub last_response: Instant,
+    /// When the gateway closed it (the peer read end of stream while it was idle).
+    pub closed_by_gateway: Option<Instant>,
+    /// When the peer closed it itself, after `close_idle_after` without a request.
+    pub closed_by_peer: Option<Instant>,
+}
+
+/// A peer in the test process on 127.0.0.1:`port` that counts every HTTP request that reaches
+/// it, health checks (`/healthz`) apart, so a test can tell whether the gateway still sends
+/// traffic to a replica it reports down (retries would hide that from clients). It serves
+/// nothing but in [`PeerMode::KeepAlive`]. Stops listening and closes its connections on drop.
 pub struct CountingPeer {
     pub port: u16,
     counts: std::sync::Arc<std::sync::Mutex<PeerCounts>>,
@@ -378,6 +395,15 @@ impl CountingPeer {
             .unwrap_or_else(|e| e.into_inner())
             .health_checks
     }
+
+    /// The connections accepted so far, in order ([`PeerMode::KeepAlive`]).
+    pub fn connections(&self) -> Vec<PeerConn> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .connections
+            .clone()
+    }
 }
 
 /// Read requests from one connection, counting each as its head arrives.
@@ -387,19 +413,50 @@ fn peer_connection(
     counts: &std::sync::Mutex<PeerCounts>,
 ) {
     use std::io::{BufReader, Read, Write};
-    let mut writer = match stream.try_clone() {
-        Ok(w) => w,
-        Err(_) => return,
+    let lock = || counts.lock().unwrap_or_else(|e| e.into_inner());
+    let (Ok(mut writer), Ok(probe)) = (stream.try_clone(), stream.try_clone()) else {
+        return;
+    };
+    let keepalive = match mode {
+        PeerMode::KeepAlive { close_idle_after } => {
+            let mut c = lock();
+            c.connections.push(PeerConn {
+                requests: 0,
+                last_response: Instant::now(),
+                closed_by_gateway: None,
+                closed_by_peer: None,
+            });
+            Some((c.connections.len() - 1, close_idle_after))
+        }
+        _ => None,
     };
     let mut reader = BufReader::new(stream);
     loop {
+        if let Some((index, close_idle_after)) = keepalive {
+            // Requests come one at a time, so nothing is left in the reader's buffer here: a
+            // peek on the socket says whether the next one comes, the gateway closed, or the
+            // idle wait ran out.
+            let _ = probe.set_read_timeout(close_idle_after);
+            match probe.peek(&mut [0u8; 1]) {
+                Ok(0) => {
+                    lock().connections[index].closed_by_gateway = Some(Instant::now());
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    lock().connections[index].closed_by_peer = Some(Instant::now());
+                    let _ = writer.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+            }
+        }
         let Some(head) = crate::http1::read_head(&mut reader) else {
             return;
         };
         let (path, body_len) = (head.path.as_str(), head.content_length());
         let health = path == "/healthz" || path.starts_with("/healthz?");
         {
-            let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+            let mut c = lock();
             if health {
                 c.health_checks += 1;
             } else {
@@ -410,14 +467,27 @@ fn peer_connection(
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        if mode == PeerMode::Unhealthy {
-            if health {
-                let _ = writer.write_all(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
+        match (mode, keepalive) {
+            (PeerMode::Unhealthy, _) => {
+                if health {
+                    let _ = writer.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+                let _ = writer.shutdown(std::net::Shutdown::Both);
+                return;
             }
-            let _ = writer.shutdown(std::net::Shutdown::Both);
-            return;
+            (_, Some((index, _))) => {
+                let ok =
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok";
+                if writer.write_all(ok).is_err() {
+                    return;
+                }
+                let mut c = lock();
+                c.connections[index].requests += 1;
+                c.connections[index].last_response = Instant::now();
+            }
+            _ => {}
         }
     }
 }

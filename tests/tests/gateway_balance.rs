@@ -352,107 +352,13 @@ fn timeouts_on_reused_upstream_connections_count_toward_max_fails() {
     );
 }
 
-/// What a [`KeepAlivePeer`] saw of one connection.
-#[derive(Clone, Debug)]
-struct PeerConn {
-    requests: usize,
-    last_response: Instant,
-    /// When the gateway closed it (the peer read end of stream while it was idle).
-    closed_by_gateway: Option<Instant>,
-    /// When the peer closed it itself, after `close_idle_after` without a request.
-    closed_by_peer: Option<Instant>,
+/// A [`PeerMode::KeepAlive`] peer, and below a gateway in front of it with no health check (its
+/// connections would be counted too).
+fn keepalive_peer(close_idle_after: Option<Duration>) -> CountingPeer {
+    CountingPeer::start(free_port(), PeerMode::KeepAlive { close_idle_after })
 }
 
-/// An HTTP/1.1 upstream in the test process that answers every request `200 ok` on a kept-alive
-/// connection and records, per connection, who closed it and when; with `close_idle_after` it
-/// closes a connection left idle that long, as a backend with a short keep-alive timeout does.
-struct KeepAlivePeer {
-    port: u16,
-    conns: Arc<Mutex<Vec<PeerConn>>>,
-}
-
-impl KeepAlivePeer {
-    fn start(close_idle_after: Option<Duration>) -> KeepAlivePeer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let conns: Arc<Mutex<Vec<PeerConn>>> = Arc::default();
-        let all = conns.clone();
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let all = all.clone();
-                thread::spawn(move || keepalive_conn(stream, close_idle_after, &all));
-            }
-        });
-        KeepAlivePeer { port, conns }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn conns(&self) -> Vec<PeerConn> {
-        self.conns.lock().unwrap().clone()
-    }
-}
-
-fn keepalive_conn(
-    stream: std::net::TcpStream,
-    close_idle_after: Option<Duration>,
-    all: &Mutex<Vec<PeerConn>>,
-) {
-    use std::io::{Read, Write};
-    let index = {
-        let mut all = all.lock().unwrap();
-        all.push(PeerConn {
-            requests: 0,
-            last_response: Instant::now(),
-            closed_by_gateway: None,
-            closed_by_peer: None,
-        });
-        all.len() - 1
-    };
-    let mut writer = stream.try_clone().unwrap();
-    let probe = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    loop {
-        // Requests come one at a time, so nothing is left in the reader's buffer here: a peek
-        // on the socket says whether the next one comes, the gateway closed, or the wait ran out.
-        probe.set_read_timeout(close_idle_after).unwrap();
-        match probe.peek(&mut [0u8; 1]) {
-            Ok(0) => {
-                all.lock().unwrap()[index].closed_by_gateway = Some(Instant::now());
-                return;
-            }
-            Ok(_) => {}
-            Err(_) => {
-                all.lock().unwrap()[index].closed_by_peer = Some(Instant::now());
-                let _ = writer.shutdown(std::net::Shutdown::Both);
-                return;
-            }
-        }
-        let Some(head) = e2e::http1::read_head(&mut reader) else {
-            return;
-        };
-        let mut body = vec![0u8; head.content_length()];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        if writer
-            .write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok",
-            )
-            .is_err()
-        {
-            return;
-        }
-        let mut all = all.lock().unwrap();
-        all[index].requests += 1;
-        all[index].last_response = Instant::now();
-    }
-}
-
-fn keepalive_gateway(peer: &KeepAlivePeer, route_extra: &str) -> Gateway {
+fn keepalive_gateway(peer: &CountingPeer, route_extra: &str) -> Gateway {
     let body = format!(
         "{}\n[[routes]]\nname = \"all\"\npath = \"/\"\npool = \"p\"\nretries = 0\n{route_extra}\n",
         pool_toml("p", "least_conn", &[peer.addr()], "")
@@ -465,13 +371,13 @@ fn keepalive_gateway(peer: &KeepAlivePeer, route_extra: &str) -> Gateway {
 /// longer (the pool looks at idle connections once a second).
 #[test]
 fn upstream_connections_are_reused_then_closed_past_their_idle_timeout() {
-    let peer = KeepAlivePeer::start(None);
+    let peer = keepalive_peer(None);
     let gw = keepalive_gateway(&peer, "idle_timeout = \"1s\"");
     for _ in 0..3 {
         assert_eq!(gw.curl_https("/x", &[]).status, 200);
         thread::sleep(Duration::from_millis(200));
     }
-    let conns = peer.conns();
+    let conns = peer.connections();
     assert_eq!(
         conns.len(),
         1,
@@ -479,10 +385,10 @@ fn upstream_connections_are_reused_then_closed_past_their_idle_timeout() {
     );
     assert_eq!(conns[0].requests, 3);
     let deadline = Instant::now() + Duration::from_secs(6);
-    while peer.conns()[0].closed_by_gateway.is_none() && Instant::now() < deadline {
+    while peer.connections()[0].closed_by_gateway.is_none() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
     }
-    let conn = &peer.conns()[0];
+    let conn = &peer.connections()[0];
     let closed = conn
         .closed_by_gateway
         .unwrap_or_else(|| panic!("the idle upstream connection was never closed: {conn:?}"));
@@ -493,7 +399,7 @@ fn upstream_connections_are_reused_then_closed_past_their_idle_timeout() {
     );
     // The next call opens a new connection and succeeds.
     assert_eq!(gw.curl_https("/x", &[]).status, 200);
-    assert_eq!(peer.conns().len(), 2);
+    assert_eq!(peer.connections().len(), 2);
 }
 
 /// A backend whose own keep-alive timeout is shorter than the gateway's closes idle connections
@@ -501,14 +407,14 @@ fn upstream_connections_are_reused_then_closed_past_their_idle_timeout() {
 /// would fail), it opens a new connection.
 #[test]
 fn an_upstream_closing_its_idle_connections_costs_no_request() {
-    let peer = KeepAlivePeer::start(Some(Duration::from_millis(150)));
+    let peer = keepalive_peer(Some(Duration::from_millis(150)));
     let gw = keepalive_gateway(&peer, "");
     for i in 0..3 {
         let out = gw.curl_https("/x", &[]);
         assert_eq!(out.status, 200, "call {i}: {out:?}");
         thread::sleep(Duration::from_millis(400));
     }
-    let conns = peer.conns();
+    let conns = peer.connections();
     assert_eq!(conns.len(), 3, "{conns:?}");
     assert!(
         conns
