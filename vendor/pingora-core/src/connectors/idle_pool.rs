@@ -118,7 +118,7 @@ impl IdlePool {
                 g.len -= 1;
                 idle
             };
-            if idle.deadline.is_some() && idle.expired(Instant::now()) {
+            if idle.expired(Instant::now()) {
                 debug!("idle stream past its idle timeout, closing it");
                 continue;
             }
