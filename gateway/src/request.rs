@@ -111,7 +111,8 @@ fn identify_client(session: &Session, ctx: &mut Ctx, state: &State) {
         crate::edge::real_ip::client_ip(&state.config.real_ip, peer, session.req_header())
     });
     if let Some(ip) = ctx.conn.client_ip {
-        ctx.conn.client = ip.to_string();
+        let mut buf = [0u8; headers::IP_TEXT_MAX];
+        ctx.conn.client = headers::ip_text(ip, &mut buf).to_owned();
     }
 }
 

@@ -93,21 +93,50 @@ pub fn request_id(req: &RequestHeader) -> String {
             return String::from_utf8_lossy(b).into_owned();
         }
     }
-    uuid::Uuid::new_v4().to_string()
+    // Encoded straight into its buffer (Display would go through the formatter).
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_owned()
 }
 
 /// Longest text form of an IP address: "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".
-const IP_TEXT_MAX: usize = 45;
+pub const IP_TEXT_MAX: usize = 45;
 
-/// `ip` as text in `buf`, without allocating.
-fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
-    let n = {
-        let mut cur = std::io::Cursor::new(&mut buf[..]);
-        // Cannot overflow: IP_TEXT_MAX is the longest form Display writes.
-        let _ = write!(cur, "{ip}");
-        cur.position() as usize
+/// `ip` as text in `buf`, without allocating: IPv4 digit by digit (the formatter costs about
+/// ten times as much, and this runs twice per request), IPv6 through `Display`.
+pub fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &str {
+    let n = match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            n
+        }
+        IpAddr::V6(_) => {
+            let mut cur = std::io::Cursor::new(&mut buf[..]);
+            // Cannot overflow: IP_TEXT_MAX is the longest form Display writes.
+            let _ = write!(cur, "{ip}");
+            cur.position() as usize
+        }
     };
-    &buf[..n]
+    // Digits, dots, hex and colons only.
+    std::str::from_utf8(&buf[..n]).unwrap_or_default()
 }
 
 /// The forwarding headers of the nginx it replaces: X-Forwarded-For appended, X-Real-IP,
@@ -130,7 +159,7 @@ pub fn forward(
 ) {
     let mut buf = [0u8; IP_TEXT_MAX];
     let hop: &[u8] = match peer {
-        Some(ip) => ip_text(ip, &mut buf),
+        Some(ip) => ip_text(ip, &mut buf).as_bytes(),
         None => client.as_bytes(),
     };
     let mut incoming = req
@@ -258,6 +287,20 @@ mod tests {
     }
 
     #[test]
+    fn ip_text_is_display() {
+        let mut buf = [0u8; IP_TEXT_MAX];
+        let mut ips: Vec<IpAddr> = ["::1", "2001:db8::7", "::ffff:192.0.2.1", "255.255.255.255"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        // Every octet value in every place: 0..=255 with one, two and three digits.
+        ips.extend((0..=255u8).map(|o| IpAddr::from([o, 255 - o, o / 3, o.wrapping_mul(7)])));
+        for ip in ips {
+            assert_eq!(ip_text(ip, &mut buf), ip.to_string());
+        }
+    }
+
+    #[test]
     fn request_ids() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         req.insert_header("x-request-id", "client-id_1.2:3")
@@ -267,6 +310,10 @@ mod tests {
             .unwrap();
         let made = request_id(&req);
         assert_eq!(made.len(), 36);
+        let parsed = uuid::Uuid::parse_str(&made).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(made, parsed.hyphenated().to_string());
+        assert_ne!(made, request_id(&req));
     }
 
     #[test]
